@@ -1,0 +1,32 @@
+# gr-scos developer entry points. Every target bootstraps the checkout when needed.
+VENV    := .venv
+PYTHON  := $(VENV)/bin/python
+READY   := $(VENV)/.bootstrapped
+SCOS_HOME ?= $(CURDIR)/var
+
+.PHONY: run test lint format bench clean
+
+$(READY): deploy/bootstrap.sh pyproject.toml
+	bash deploy/bootstrap.sh
+	touch $@
+
+run: $(READY)
+	mkdir -p $(SCOS_HOME)
+	$(VENV)/bin/gr-scos selftest --out $(SCOS_HOME)/selftest
+
+test: $(READY)
+	$(PYTHON) -m pytest
+
+lint: $(READY)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(READY)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(READY)
+	$(PYTHON) tests/bench/bench_detectors.py
+
+clean:
+	rm -rf $(VENV) build var .pytest_cache

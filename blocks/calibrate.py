@@ -1,0 +1,109 @@
+"""Calibration to the reference point: IQ scaling, or power to dBm."""
+
+import itertools
+
+import numpy as np
+import pmt
+from gnuradio import gr
+
+from . import tags, windows
+from .calibration import CalibrationTable
+from .items import item_type, positive_int
+
+# Power below this many watts reads as the floor instead of -inf dBm.
+POWER_FLOOR_WATTS = 1e-30
+MODES = ("iq", "dbm")
+
+
+class calibrate(gr.sync_block):
+    """Moves samples from the signal-analyzer input to the calibration reference point.
+
+    Mode ``"iq"``: complex64 volts in, complex64 volts out, divided by the amplitude
+    gain of the calibration (``10 ** (gain_dB / 20)``).
+
+    Mode ``"dbm"``: float32 vectors of ``vlen`` power values in V^2 (|x|^2, e.g. from
+    the time-domain detector, or |FFT|^2 from the M4S detector when ``fft_size`` is
+    set) in; float32 dBm at the reference point out, using the power convention
+    P = |x|^2 / (2 * ``load_ohms``). With ``fft_size`` > 0 the input is taken to be an
+    unnormalised FFT of ``fft_size`` points weighted by ``window``, and the window's
+    amplitude correction is applied so that a bin-centred tone of P dBm reads P dBm
+    and noise reads its density times the window's ENBW. Zero power reads
+    10*log10(1e-30 W) = -270 dBm, never -inf or NaN.
+
+    The gain comes from the calibration file (see ``calibration.py``) at the
+    ``frequency`` and ``sample_rate`` given here, then at those of each ``rx_freq`` /
+    ``rx_rate`` tag, so a retune picks up its own calibration. Without a file the
+    gain is 0 dB. Each time the calibration in use changes, the block tags the output
+    with ``scos_calibration`` (the Table 45 properties) for the SigMF sink. All input
+    tags are passed through.
+    """
+
+    def __init__(
+        self,
+        mode: str = "dbm",
+        vlen: int = 1,
+        calibration_file: str = "",
+        frequency: float = 0.0,
+        sample_rate: float = 1.0,
+        fft_size: int = 0,
+        window: str = "flattop",
+        load_ohms: float = 50.0,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        vlen = positive_int("vlen", vlen)
+        if load_ohms <= 0:
+            raise ValueError(f"load_ohms must be positive, got {load_ohms!r}")
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
+        self.mode = mode
+        self.table = CalibrationTable.from_file(calibration_file) if calibration_file else None
+        self.frequency = float(frequency)
+        self.sample_rate = float(sample_rate)
+        # Linear factor from the input's V^2 to watts, before calibration gain.
+        self._watts_per_unit = 1.0 / (2.0 * load_ohms)
+        if mode == "dbm" and fft_size:
+            self._watts_per_unit *= windows.amplitude_correction(windows.taps(window, fft_size))
+        item = np.complex64 if mode == "iq" else item_type(np.float32, vlen)
+        gr.sync_block.__init__(self, name="scos_calibrate", in_sig=[item], out_sig=[item])
+        self._gain_db: float | None = None
+        self._announced: dict | None = None
+
+    def work(self, input_items, output_items):
+        source, out = input_items[0], output_items[0]
+        start = self.nitems_read(0)
+        boundaries = [0]
+        for tag in self.get_tags_in_window(0, start, start + len(source)):
+            if pmt.eq(tag.key, tags.RX_FREQ) or pmt.eq(tag.key, tags.RX_RATE):
+                boundaries.append(tag.offset - start)
+        boundaries.append(len(source))
+        for begin, end in itertools.pairwise(boundaries):
+            self._follow_tags(start + begin)
+            self._convert(source[begin:end], out[begin:end])
+        return len(source)
+
+    def _follow_tags(self, offset: int) -> None:
+        for tag in self.get_tags_in_range(0, offset, offset + 1):
+            if pmt.eq(tag.key, tags.RX_FREQ):
+                self.frequency = pmt.to_double(tag.value)
+            elif pmt.eq(tag.key, tags.RX_RATE):
+                self.sample_rate = pmt.to_double(tag.value)
+        if self.table is None:
+            self._gain_db = 0.0
+            return
+        properties = self.table.lookup(self.frequency, self.sample_rate)
+        self._gain_db = properties.get("gain_preselector", 0.0) + properties.get("gain_sigan", 0.0)
+        if properties != self._announced:
+            self._announced = properties
+            self.add_item_tag(0, offset, tags.CALIBRATION, tags.dict_to_pmt(properties))
+
+    def _convert(self, source: np.ndarray, out: np.ndarray) -> None:
+        if self.mode == "iq":
+            np.multiply(source, np.float32(10.0 ** (-self._gain_db / 20.0)), out=out)
+            return
+        scale = self._watts_per_unit * 10.0 ** (-self._gain_db / 10.0)
+        watts = np.multiply(source, scale, dtype=np.float64)
+        np.fmax(watts, POWER_FLOOR_WATTS, out=watts)
+        np.log10(watts, out=watts)
+        np.multiply(watts, 10.0, out=watts)
+        np.add(watts, 30.0, out=out, casting="unsafe")

@@ -1,0 +1,200 @@
+"""Simulated signal analyzer: calibrated thermal noise, tones and bursts."""
+
+import math
+
+import numpy as np
+from gnuradio import gr
+
+from . import tags
+from .sample_clock import SampleClock
+
+BOLTZMANN = 1.380649e-23  # J/K
+REFERENCE_TEMPERATURE = 290.0  # K, the T0 of the noise-figure definition
+
+
+def dbm_to_watts(dbm: float) -> float:
+    return 10.0 ** ((dbm - 30.0) / 10.0)
+
+
+class _Emitter:
+    """A carrier at a frequency offset, optionally gated into periodic bursts."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, spec: dict, kind: str, index: int, sample_rate: float, load_ohms: float):
+        where = f"{kind}[{index}]"
+        required = {"frequency_offset", "power"} | (
+            {"period", "duration"} if kind == "bursts" else set()
+        )
+        allowed = required | ({"start"} if kind == "bursts" else set())
+        if not isinstance(spec, dict):
+            raise ValueError(f"{where}: expected a dict with {', '.join(sorted(required))}")
+        missing, unknown = required - set(spec), set(spec) - allowed
+        if missing or unknown:
+            raise ValueError(
+                f"{where}: missing {sorted(missing)}, unknown {sorted(unknown)}; "
+                f"expected keys {sorted(allowed)}"
+            )
+        for key, value in spec.items():
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"{where}: {key} must be a finite number, got {value!r}")
+        self.offset = float(spec["frequency_offset"])
+        if abs(self.offset) >= sample_rate / 2:
+            raise ValueError(
+                f"{where}: frequency_offset {self.offset:g} Hz is outside the "
+                f"+/-{sample_rate / 2:g} Hz band of sample rate {sample_rate:g} S/s"
+            )
+        # A complex exponential of amplitude A carries A^2 / (2 R) watts.
+        self.amplitude = math.sqrt(2.0 * load_ohms * dbm_to_watts(spec["power"]))
+        self.cycles_per_sample = self.offset / sample_rate
+        # Cycles advanced per 2**20 samples, modulo 1 (exact: a power-of-two multiple).
+        self.cycles_per_block = (self.cycles_per_sample * self.BLOCK) % 1.0
+        self.period = self.duration = self.start = None
+        if kind == "bursts":
+            self.period, self.duration = float(spec["period"]), float(spec["duration"])
+            self.start = float(spec.get("start", 0.0))
+            if self.period <= 0 or not 0 < self.duration <= self.period:
+                raise ValueError(f"{where}: need period > 0 and 0 < duration <= period")
+
+    def add_to(self, out: np.ndarray, first_sample: int, sample_rate: float) -> None:
+        count = len(out)
+        # The phase is a function of the sample index alone, so that the samples do
+        # not depend on how the scheduler splits the stream into work() calls.
+        blocks, within = np.divmod(first_sample + np.arange(count, dtype=np.int64), self.BLOCK)
+        cycles = blocks * self.cycles_per_block + within * self.cycles_per_sample
+        wave = self.amplitude * np.exp(2j * np.pi * (cycles % 1.0))
+        if self.period is not None:
+            # Gate in samples, taking an edge within a thousandth of a sample of a
+            # sample instant as on it, so that decimal times that fall on whole
+            # samples (1.5e-4 s at 1 MS/s) switch at exactly that sample.
+            slack = 1e-3
+            position = first_sample + np.arange(count) - self.start * sample_rate
+            period = self.period * sample_rate
+            into = position - period * np.floor((position + slack) / period)
+            wave[(position < -slack) | (into >= self.duration * sample_rate - slack)] = 0
+        out += wave.astype(np.complex64)
+
+
+class sigan_sim(gr.sync_block):
+    """A signal analyzer that needs no hardware, with known, calibrated signals.
+
+    Output: complex64 volts at the signal-analyzer output, i.e. the reference-point
+    signal amplified by ``gain`` dB (use the calibration gain so that the calibrate
+    block reads the configured powers back). The reference-point signal is:
+
+    * thermal noise of k * ``temperature`` * ``sample_rate`` watts raised by
+      ``noise_figure`` dB (complex Gaussian; off when ``noise`` is False);
+    * ``tones``: dicts ``{"frequency_offset": Hz, "power": dBm}``, continuous carriers
+      of exactly that power (P = |x|^2 / (2 * ``load_ohms``)) and offset from the
+      centre ``frequency``;
+    * ``bursts``: dicts ``{"frequency_offset", "power", "period", "duration",
+      "start"}`` (s), carriers on for ``duration`` of every ``period`` from ``start``.
+
+    With ``max_input_power`` (dBm at the reference point) set, samples above it are
+    clipped like an ADC and the span is tagged ``scos_sensor`` ``overload_sigan``.
+    Tags like a radio: ``rx_time`` (from ``start_time``, Unix seconds, or the wall
+    clock), ``rx_freq`` and ``rx_rate`` at the first sample and after every retune.
+    Identical parameters and ``seed`` give identical samples. With ``paced`` the
+    block emits at ``sample_rate`` in real time; otherwise as fast as it can.
+    """
+
+    def __init__(
+        self,
+        frequency: float = 700e6,
+        sample_rate: float = 14e6,
+        noise_figure: float = 5.0,
+        gain: float = 0.0,
+        tones=(),
+        bursts=(),
+        seed: int = 0,
+        noise: bool = True,
+        max_input_power: float | None = None,
+        temperature: float = REFERENCE_TEMPERATURE,
+        start_time: float | None = None,
+        paced: bool = False,
+        load_ohms: float = 50.0,
+    ):
+        gr.sync_block.__init__(self, name="scos_sigan_sim", in_sig=None, out_sig=[np.complex64])
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive kelvin, got {temperature!r}")
+        self.sample_rate = float(sample_rate)
+        self.frequency = float(frequency)
+        self.gain = float(gain)
+        self.load_ohms = float(load_ohms)
+        self.noise = bool(noise)
+        noise_watts = BOLTZMANN * temperature * self.sample_rate * 10.0 ** (noise_figure / 10.0)
+        # E|n|^2 = 2 R P, split evenly between I and Q.
+        self._noise_sigma = math.sqrt(2.0 * self.load_ohms * noise_watts / 2.0)
+        self._emitters = [
+            _Emitter(spec, kind, index, self.sample_rate, self.load_ohms)
+            for kind, specs in (("tones", tones), ("bursts", bursts))
+            for index, spec in enumerate(specs)
+        ]
+        self._clip_amplitude = (
+            None
+            if max_input_power is None
+            else math.sqrt(2.0 * self.load_ohms * dbm_to_watts(max_input_power))
+        )
+        self._rng = np.random.Generator(np.random.PCG64(seed))
+        self._start_time = (
+            tags.RadioTime.now()
+            if start_time is None
+            else tags.RadioTime(int(start_time), start_time - int(start_time))
+        )
+        self._clock = SampleClock(self.sample_rate) if paced else None
+        self._retag = True
+        self._overloaded = False
+        self._announce_sensor = True
+
+    def set_frequency(self, frequency: float) -> None:
+        """Retune; the next sample is tagged with the new ``rx_freq`` and its ``rx_time``."""
+        self.frequency = float(frequency)
+        self._retag = True
+
+    def set_gain(self, gain: float) -> None:
+        self.gain = float(gain)
+        self._announce_sensor = True
+
+    def work(self, input_items, output_items):
+        out = output_items[0]
+        count = len(out) if self._clock is None else self._clock.allowance(len(out))
+        out = out[:count]
+        first = self.nitems_written(0)
+        if self._retag:
+            self._retag = False
+            time = self._start_time.plus(first / self.sample_rate)
+            tags.add_radio_tags(self, first, time, self.frequency, self.sample_rate)
+        if self.noise:
+            gaussian = self._rng.standard_normal(2 * count, dtype=np.float32)
+            out[:] = gaussian.view(np.complex64) * np.float32(self._noise_sigma)
+        else:
+            out[:] = 0
+        for emitter in self._emitters:
+            emitter.add_to(out, first, self.sample_rate)
+        self._clip(out, first)
+        if self.gain:
+            out *= np.float32(10.0 ** (self.gain / 20.0))
+        if self._clock is not None:
+            self._clock.emitted(count)
+        return count
+
+    def _clip(self, out: np.ndarray, first: int) -> None:
+        overloaded, onset = False, first
+        if self._clip_amplitude is not None:
+            magnitude = np.abs(out)
+            over = magnitude > self._clip_amplitude
+            overloaded = bool(over.any())
+            if overloaded:
+                onset = first + int(np.argmax(over))
+                out[over] *= (self._clip_amplitude / magnitude[over]).astype(np.float32)
+        if overloaded != self._overloaded or self._announce_sensor:
+            self._overloaded = overloaded
+            self._announce_sensor = False
+            state = {"overload_sigan": overloaded, "gain_setting_sigan": self.gain}
+            self.add_item_tag(0, onset, tags.SENSOR, tags.dict_to_pmt(state))

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a gr-scos checkout: Debian packages (only when missing),
+# the virtual environment .venv (from Debian's python3, with its GNU Radio and numpy)
+# and the project installed editable with its test extras.
+# Runs as root, or as a normal user who may sudo.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo/.venv"
+
+debian_packages=(
+    gnuradio gnuradio-dev gr-osmosdr python3-uhd uhd-host
+    python3-venv python3-pip python3-numpy python3-yaml python3-zmq
+    cmake make g++ pkg-config git
+)
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo --non-interactive "$@"; fi
+}
+
+missing=()
+for pkg in "${debian_packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "bootstrap: installing Debian packages: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! "$venv/bin/python" -c "import gnuradio.gr" 2>/dev/null; then
+    echo "bootstrap: creating $venv"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv --system-site-packages "$venv"
+fi
+
+# Keep Debian's numpy: pin pip to the exact version the system interpreter has.
+constraints="$venv/constraints.txt"
+/usr/bin/python3 -c "import numpy; print(f'numpy=={numpy.__version__}')" > "$constraints"
+
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --constraint "$constraints" --editable "$repo[test]"
+
+numpy_path="$("$venv/bin/python" -c 'import numpy; print(numpy.__file__)')"
+case "$numpy_path" in
+    /usr/lib/python3/dist-packages/*) ;;
+    *) echo "bootstrap: numpy resolved to $numpy_path, not Debian's" >&2; exit 1 ;;
+esac
+echo "bootstrap: ready ($venv)"
