@@ -4,7 +4,8 @@
             +-> time-domain detector -> dBm -> SigMF (power_vs_time)
             +-> [calibrate IQ -> SigMF (iq)]           (with ``record_iq``)
 
-A fixed number of ``samples`` is measured. Used by ``gr-scos selftest`` and the
+``settings.samples`` samples are measured, or with ``until_end`` everything a
+finite source (a replayed recording) gives. Used by ``gr-scos selftest`` and the
 accuracy tests; the scheduled actions are GRC flowgraphs built from the same blocks.
 """
 
@@ -54,12 +55,16 @@ class MeasurementChain(gr.top_block):
         out_dir: str | Path,
         settings: ChainSettings,
         record_iq: bool = False,
+        until_end: bool = False,
     ):
         gr.top_block.__init__(self, "scos_measurement_chain")
         out_dir = Path(out_dir)
         s = settings
         self.source = source
-        self.head = blocks.head(gr.sizeof_gr_complex, s.samples)
+        if until_end:
+            self.head = blocks.copy(gr.sizeof_gr_complex)
+        else:
+            self.head = blocks.head(gr.sizeof_gr_complex, s.samples)
         self.to_vectors = blocks.stream_to_vector(gr.sizeof_gr_complex, s.fft_size)
         self.fft = fft.fft_vcc(s.fft_size, True, windows.taps(s.window, s.fft_size).tolist(), True)
         self.power = blocks.complex_to_mag_squared(s.fft_size)
