@@ -9,10 +9,14 @@ RUFF = Path(sys.executable).with_name("ruff")
 
 
 def test_ruff_check_is_clean():
-    result = subprocess.run([RUFF, "check", "."], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [RUFF, "check", "."], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff_format_is_clean():
-    result = subprocess.run([RUFF, "format", "--check", "."], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [RUFF, "format", "--check", "."], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,1 @@
+"""SQLAlchemy models and migrations, SigMF data files, archive streaming and the disk quota."""
