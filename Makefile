@@ -8,7 +8,6 @@ SCOS_HOME ?= $(CURDIR)/var
 
 $(READY): deploy/bootstrap.sh pyproject.toml
 	bash deploy/bootstrap.sh
-	touch $@
 
 run: $(READY)
 	mkdir -p $(SCOS_HOME)

@@ -11,11 +11,29 @@ venv="$repo/.venv"
 debian_packages=(
     gnuradio gnuradio-dev gr-osmosdr python3-uhd uhd-host
     python3-venv python3-pip python3-numpy python3-yaml python3-zmq
-    cmake make g++ pkg-config git
+    cmake make g++ pkg-config git sudo
 )
 
+# Package installs need root: run them directly as root, through sudo otherwise.
 as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo --non-interactive "$@"; fi
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo > /dev/null; then
+        sudo "$@"
+    else
+        echo "bootstrap: Debian packages are missing and sudo is not installed: run 'make' once as root" >&2
+        exit 1
+    fi
+}
+
+# The checkout's files belong to whoever owns it: under `sudo make ...` the venv is
+# built as the invoking user, not as root.
+as_owner() {
+    if [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+        sudo -u "$SUDO_USER" -H "$@"
+    else
+        "$@"
+    fi
 }
 
 missing=()
@@ -33,14 +51,15 @@ fi
 if ! "$venv/bin/python" -c "import gnuradio.gr" 2>/dev/null; then
     echo "bootstrap: creating $venv"
     rm -rf "$venv"
-    /usr/bin/python3 -m venv --system-site-packages "$venv"
+    as_owner /usr/bin/python3 -m venv --system-site-packages "$venv"
 fi
 
 # Keep Debian's numpy: pin pip to the exact version the system interpreter has.
 constraints="$venv/constraints.txt"
-/usr/bin/python3 -c "import numpy; print(f'numpy=={numpy.__version__}')" > "$constraints"
+/usr/bin/python3 -c "import numpy; print(f'numpy=={numpy.__version__}')" |
+    as_owner tee "$constraints" > /dev/null
 
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+as_owner "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     --constraint "$constraints" --editable "$repo[test]"
 
 numpy_path="$("$venv/bin/python" -c 'import numpy; print(numpy.__file__)')"
@@ -48,4 +67,5 @@ case "$numpy_path" in
     /usr/lib/python3/dist-packages/*) ;;
     *) echo "bootstrap: numpy resolved to $numpy_path, not Debian's" >&2; exit 1 ;;
 esac
+as_owner touch "$venv/.bootstrapped"
 echo "bootstrap: ready ($venv)"
