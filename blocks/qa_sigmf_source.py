@@ -14,6 +14,21 @@ from gnuradio.scos import tags
 START = "2026-11-21T12:00:00.500000000Z"
 
 
+def decoded_tags(stream_tags) -> dict[str, list]:
+    """{key: [(offset, value), ...]} with times as ISO 8601 and dicts as dicts."""
+    found = {}
+    for tag in stream_tags:
+        key = pmt.symbol_to_string(tag.key)
+        if key == "rx_time":
+            value = tags.RadioTime.from_pmt(tag.value).to_iso8601()
+        elif pmt.is_dict(tag.value):
+            value = tags.pmt_to_dict(tag.value)
+        else:
+            value = pmt.to_python(tag.value)
+        found.setdefault(key, []).append((tag.offset, value))
+    return found
+
+
 class qa_sigmf_source(gr_unittest.TestCase):
     def setUp(self):
         self.tb = gr.top_block()
@@ -49,10 +64,7 @@ class qa_sigmf_source(gr_unittest.TestCase):
             size = gr.sizeof_gr_complex if output_type == "complex" else gr.sizeof_float
             self.tb.connect(source, blocks.head(size, limit), sink)
         self.tb.run()
-        found = {}
-        for tag in sink.tags():
-            found.setdefault(pmt.symbol_to_string(tag.key), []).append((tag.offset, tag.value))
-        return np.array(sink.data()), found
+        return np.array(sink.data()), decoded_tags(sink.tags())
 
     def test_datatypes_convert_to_volts(self):
         interleaved = np.array([0.5, -0.25, 1.0, 0.0, -1.0, 0.75])
@@ -118,33 +130,18 @@ class qa_sigmf_source(gr_unittest.TestCase):
         ]
         self.write(np.zeros(200, "<f4").tobytes(), "cf32_le", captures, annotations)
         _, found = self.replay()
+        self.assertEqual(found["rx_rate"], [(0, 1e4)])
+        self.assertEqual(found["rx_freq"], [(0, 1e9), (40, 2e9), (70, 2e9)])
         self.assertEqual(
-            [(offset, pmt.to_double(value)) for offset, value in found["rx_rate"]], [(0, 1e4)]
-        )
-        self.assertEqual(
-            [(offset, pmt.to_double(value)) for offset, value in found["rx_freq"]],
-            [(0, 1e9), (40, 2e9), (70, 2e9)],
-        )
-        times = [
-            (offset, tags.RadioTime.from_pmt(value).to_iso8601())
-            for offset, value in found["rx_time"]
-        ]
-        self.assertEqual(
-            times,
+            found["rx_time"],
             [
                 (0, START),
                 (40, "2026-11-21T12:00:00.504000000Z"),
                 (70, "2026-11-21T12:00:01.000000000Z"),
             ],
         )
-        self.assertEqual(
-            [(o, tags.pmt_to_dict(v)) for o, v in found["scos_calibration"]],
-            [(0, {"gain_sigan": 30.5})],
-        )
-        self.assertEqual(
-            [(o, tags.pmt_to_dict(v)) for o, v in found["scos_sensor"]],
-            [(10, {"overload_sigan": True})],
-        )
+        self.assertEqual(found["scos_calibration"], [(0, {"gain_sigan": 30.5})])
+        self.assertEqual(found["scos_sensor"], [(10, {"overload_sigan": True})])
 
     def test_ends_at_end_of_file_and_repeats_on_request(self):
         values = np.arange(10, dtype=np.float32)
@@ -154,13 +151,9 @@ class qa_sigmf_source(gr_unittest.TestCase):
         self.tb = gr.top_block()
         repeated, found = self.replay(limit=25, repeat=True)
         np.testing.assert_array_equal(repeated, np.tile(values - 1j * values, 3)[:25])
-        times = [
-            (offset, tags.RadioTime.from_pmt(value).to_iso8601())
-            for offset, value in found["rx_time"]
-        ]
         # Each pass goes on from the end of the previous one: 10 samples at 10 kS/s = 1 ms.
         self.assertEqual(
-            times,
+            found["rx_time"],
             [
                 (0, START),
                 (10, "2026-11-21T12:00:00.501000000Z"),
