@@ -73,7 +73,7 @@ class calibrate(gr.sync_block):
         source, out = input_items[0], output_items[0]
         start = self.nitems_read(0)
         boundaries = [0]
-        for tag in self.get_tags_in_window(0, start, start + len(source)):
+        for tag in self.get_tags_in_range(0, start, start + len(source)):
             if pmt.eq(tag.key, tags.RX_FREQ) or pmt.eq(tag.key, tags.RX_RATE):
                 boundaries.append(tag.offset - start)
         boundaries.append(len(source))

@@ -210,6 +210,23 @@ class qa_calibrate(gr_unittest.TestCase):
                     sorted(passed), [("rx_freq", retune_at, 3e9), ("rx_rate", rerate_at, 14e6)]
                 )
 
+    def test_retune_deep_into_a_long_stream(self):
+        # Tags far past the first work() call (GNU Radio hands out ~8k items a call).
+        count, retune_at = 100_000, 70_001
+        power = np.full(count, 1e-6, np.float32)
+        out, sink_tags = self.run_dbm(
+            power,
+            input_tags=[make_tag(retune_at, "rx_freq", 3e9)],
+            calibration_file=self.calibration_file,
+            frequency=1.5e9,
+            sample_rate=10e6,
+        )
+        before = reference_dbm(power[:1], expected_gain(1.5e9, 10e6))[0]
+        after = reference_dbm(power[:1], expected_gain(3e9, 10e6))[0]
+        np.testing.assert_allclose(out[:retune_at, 0], before, atol=1e-4)
+        np.testing.assert_allclose(out[retune_at:, 0], after, atol=1e-4)
+        self.assertEqual([tag.offset for tag in calibration_tags(sink_tags)], [0, retune_at])
+
     def test_retune_to_same_calibration_adds_no_tag(self):
         power = np.full(100, 1e-6, np.float32)
         _, sink_tags = self.run_dbm(

@@ -62,7 +62,8 @@ class qa_sigmf_sink(gr_unittest.TestCase):
 
     def record(self, source, sink):
         self.tb.connect(source, sink)
-        self.tb.run()
+        # Small, odd work() calls: tags and state changes must survive call boundaries.
+        self.tb.run(97)
         leftovers = [
             name for name in os.listdir(self.directory.name) if name.endswith((".part", ".tmp"))
         ]

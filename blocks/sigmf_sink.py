@@ -227,7 +227,7 @@ class sigmf_sink(gr.sync_block):
         items = input_items[0]
         start = self.nitems_read(0)
         by_offset: dict[int, list] = {}
-        for tag in self.get_tags_in_window(0, start, start + len(items)):
+        for tag in self.get_tags_in_range(0, start, start + len(items)):
             by_offset.setdefault(tag.offset, []).append(tag)
         position = 0
         for offset in sorted(by_offset):
