@@ -33,7 +33,9 @@ FLOWGRAPH = REPO / "tests" / "data" / "all_blocks.grc"
 GRCC = "/usr/bin/grcc"
 
 CATEGORIES = {
+    "sigan_source": "Sources",
     "sigan_sim": "Sources",
+    "skip_after_tune": "Conditioning",
     "sigmf_source": "Sources",
     "m4s_detector": "Detectors",
     "time_domain_detector": "Detectors",
@@ -184,7 +186,9 @@ def test_every_constructor_parameter_is_exposed_with_its_default(grc, name):
 
 
 CASES = {
+    "sigan_source": ("sigan_source", {"sim_tones": '[{"frequency_offset": 1e5, "power": -30}]'}),
     "sigan_sim": ("sigan_sim", {"tones": '[{"frequency_offset": 1e5, "power": -30}]'}),
+    "skip_after_tune": ("skip_after_tune", {"nskip": "10"}),
     "sigmf_source_complex": ("sigmf_source", {"path": "{complex}", "repeat": "True"}),
     "sigmf_source_float": ("sigmf_source", {"path": "{float}", "output_type": "float"}),
     "m4s_detector": ("m4s_detector", {"fft_size": "16", "nffts": "3"}),
@@ -265,7 +269,10 @@ def test_port_types_follow_the_parameters(grc):
         ("time_domain_detector", {"nwindows": "0"}),
         ("calibrate", {"mode": "dbm", "vlen": "0"}),
         ("calibrate", {"sample_rate": "0"}),
+        ("sigan_source", {"sample_rate": "-1e6"}),
+        ("sigan_source", {"channel": "-1"}),
         ("sigan_sim", {"sample_rate": "-1e6"}),
+        ("skip_after_tune", {"nskip": "-1"}),
         ("sigmf_sink", {"path": "x", "input_type": "float", "vlen": "0"}),
         ("sigmf_sink", {"path": "x", "detection": '{"domain": "time"}'}),
     ],
