@@ -8,6 +8,7 @@ import numpy as np
 import pmt
 from gnuradio import blocks, gr, gr_unittest, scos
 from gnuradio.scos import windows
+from gnuradio.scos.tags import make_tag
 
 LOAD_OHMS = 50.0
 
@@ -54,12 +55,6 @@ def expected_gain(frequency: float, sample_rate: float) -> float:
 
 def reference_dbm(power_v2: np.ndarray, gain_db: float = 0.0) -> np.ndarray:
     return 10 * np.log10(power_v2.astype(np.float64) / (2 * LOAD_OHMS)) + 30 - gain_db
-
-
-def make_tag(offset: int, key: str, value: float):
-    return gr.tag_utils.python_to_tag(
-        (offset, pmt.intern(key), pmt.from_double(value), pmt.intern("test"))
-    )
 
 
 def calibration_tags(sink_tags):

@@ -9,24 +9,12 @@ import tracemalloc
 import warnings
 
 import numpy as np
-import pmt
 import sigmf
 from gnuradio import blocks, gr, gr_unittest, scos
 from gnuradio.scos import tags
+from gnuradio.scos.tags import make_tag
 
 START = tags.RadioTime(1_700_000_000, 0.25)
-
-
-def make_tag(offset: int, key: str, value) -> gr.tag_t:
-    tag = gr.tag_t()
-    tag.offset, tag.key = offset, pmt.intern(key)
-    if isinstance(value, tags.RadioTime):
-        tag.value = value.to_pmt()
-    elif isinstance(value, dict):
-        tag.value = tags.dict_to_pmt(value)
-    else:
-        tag.value = pmt.from_double(value)
-    return tag
 
 
 def radio_tags(offset=0, time=START, frequency=3.5e9, rate=1e5):

@@ -5,16 +5,10 @@ import numpy as np
 import pmt
 from gnuradio import blocks, gr, gr_unittest, scos
 from gnuradio.scos import tags
+from gnuradio.scos.tags import make_tag
 
 START = tags.RadioTime(1_800_000_000, 0.5)
 RATE = 1000.0
-
-
-def make_tag(offset, key, value):
-    tag = gr.tag_t()
-    tag.offset, tag.key = offset, pmt.intern(key)
-    tag.value = value.to_pmt() if isinstance(value, tags.RadioTime) else pmt.from_double(value)
-    return tag
 
 
 class qa_skip_after_tune(gr_unittest.TestCase):

@@ -128,19 +128,14 @@ class sigan_sim(gr.sync_block):
         self.gain = float(gain)
         self.load_ohms = float(load_ohms)
         self.noise = bool(noise)
-        noise_watts = BOLTZMANN * temperature * self.sample_rate * 10.0 ** (noise_figure / 10.0)
-        # E|n|^2 = 2 R P, split evenly between I and Q.
-        self._noise_sigma = math.sqrt(2.0 * self.load_ohms * noise_watts / 2.0)
+        self.temperature = float(temperature)
+        self.set_noise_figure(noise_figure)
         self._emitters = [
             _Emitter(spec, kind, index, self.sample_rate, self.load_ohms)
             for kind, specs in (("tones", tones), ("bursts", bursts))
             for index, spec in enumerate(specs)
         ]
-        self._clip_amplitude = (
-            None
-            if max_input_power is None
-            else math.sqrt(2.0 * self.load_ohms * dbm_to_watts(max_input_power))
-        )
+        self.set_max_input_power(max_input_power)
         self._rng = np.random.Generator(np.random.PCG64(seed))
         self._start_time = (
             tags.RadioTime.now()
@@ -151,6 +146,27 @@ class sigan_sim(gr.sync_block):
         self._retag = True
         self._overloaded = False
         self._announce_sensor = True
+        self.started = False
+
+    def start(self) -> bool:
+        self.started = True
+        return True
+
+    def set_noise_figure(self, noise_figure: float) -> None:
+        """Thermal noise of k * temperature * sample_rate raised by ``noise_figure`` dB."""
+        noise_watts = (
+            BOLTZMANN * self.temperature * self.sample_rate * 10.0 ** (noise_figure / 10.0)
+        )
+        # E|n|^2 = 2 R P, split evenly between I and Q.
+        self._noise_sigma = math.sqrt(2.0 * self.load_ohms * noise_watts / 2.0)
+
+    def set_max_input_power(self, max_input_power: float | None) -> None:
+        """Clip above ``max_input_power`` dBm at the reference point (None: never)."""
+        self._clip_amplitude = (
+            None
+            if max_input_power is None
+            else math.sqrt(2.0 * self.load_ohms * dbm_to_watts(max_input_power))
+        )
 
     def set_frequency(self, frequency: float) -> None:
         """Retune; the next sample is tagged with the new ``rx_freq`` and its ``rx_time``."""

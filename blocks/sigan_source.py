@@ -14,7 +14,7 @@ from gnuradio import gr
 
 from . import tags
 from .calibration import CalibrationTable
-from .sigan_sim import BOLTZMANN, REFERENCE_TEMPERATURE, dbm_to_watts, sigan_sim
+from .sigan_sim import sigan_sim
 from .sigmf_source import SigMFReplayError, sigmf_source
 
 logger = logging.getLogger(__name__)
@@ -429,35 +429,6 @@ def _osmosdr_ranges(meta) -> list[tuple[float, float, float]]:
     return entries
 
 
-class _simulator(sigan_sim):
-    """sigan_sim that can follow a calibration table while it runs.
-
-    A retune changes the calibrated gain, noise figure and compression point of the
-    simulated device; sigan_sim itself only retunes and changes gain.
-    """
-
-    def __init__(self, **parameters):
-        sigan_sim.__init__(self, **parameters)
-        self.started = False
-
-    def start(self) -> bool:
-        self.started = True
-        return True
-
-    def set_noise_figure(self, noise_figure: float) -> None:
-        noise_watts = (
-            BOLTZMANN * REFERENCE_TEMPERATURE * self.sample_rate * 10.0 ** (noise_figure / 10.0)
-        )
-        self._noise_sigma = math.sqrt(2.0 * self.load_ohms * noise_watts / 2.0)
-
-    def set_max_input_power(self, max_input_power: float | None) -> None:
-        self._clip_amplitude = (
-            None
-            if max_input_power is None
-            else math.sqrt(2.0 * self.load_ohms * dbm_to_watts(max_input_power))
-        )
-
-
 class _host_clock_tagger(gr.sync_block):
     """Pass-through that tags an untagged device stream like UHD does.
 
@@ -643,10 +614,10 @@ class sigan_source(gr.hier_block2):
             compression -= values.get("gain_preselector", 0.0)
         return gain, noise_figure, compression
 
-    def _make_sim(self) -> _simulator:
+    def _make_sim(self) -> sigan_sim:
         gain, noise_figure, max_input_power = self._sim_device()
         try:
-            return _simulator(
+            return sigan_sim(
                 frequency=self.frequency,
                 sample_rate=self.sample_rate,
                 noise_figure=noise_figure,

@@ -6,7 +6,6 @@ import os
 import re
 
 import numpy as np
-import pmt
 from gnuradio import gr
 
 from . import tags
@@ -261,9 +260,5 @@ class sigmf_source(gr.sync_block):
         last = bisect.bisect_left(self._event_samples, position + count)
         for sample, key, value in self._events[first:last]:
             if key is tags.RX_TIME:
-                value = value.plus(shift).to_pmt()
-            elif key is tags.RX_FREQ or key is tags.RX_RATE:
-                value = pmt.from_double(value)
-            else:
-                value = tags.dict_to_pmt(value)
-            self.add_item_tag(0, first_output + sample, key, value)
+                value = value.plus(shift)
+            self.add_item_tag(0, first_output + sample, key, tags.value_to_pmt(value))

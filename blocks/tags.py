@@ -14,6 +14,7 @@ import math
 from datetime import UTC, datetime
 
 import pmt
+from gnuradio import gr
 
 RX_TIME = pmt.intern("rx_time")
 RX_FREQ = pmt.intern("rx_freq")
@@ -88,6 +89,22 @@ def add_radio_tags(
         block.add_item_tag(0, offset, RX_FREQ, pmt.from_double(float(frequency)))
     if rate is not None:
         block.add_item_tag(0, offset, RX_RATE, pmt.from_double(float(rate)))
+
+
+def value_to_pmt(value) -> pmt.pmt_base:
+    """A tag value of this vocabulary as PMT: a RadioTime, a dict of state, or a number."""
+    if isinstance(value, RadioTime):
+        return value.to_pmt()
+    if isinstance(value, dict):
+        return dict_to_pmt(value)
+    return pmt.from_double(float(value))
+
+
+def make_tag(offset: int, key: str, value) -> gr.tag_t:
+    """A stream tag, e.g. for a vector source: ``make_tag(0, "rx_freq", 1e9)``."""
+    tag = gr.tag_t()
+    tag.offset, tag.key, tag.value = offset, pmt.intern(key), value_to_pmt(value)
+    return tag
 
 
 def dict_to_pmt(values: dict) -> pmt.pmt_base:

@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pmt
 import pytest
 from gnuradio import blocks, gr, scos
 from gnuradio.scos import tags
 from gnuradio.scos.calibration import CalibrationTable
+from gnuradio.scos.tags import make_tag
 from jsonschema import Draft202012Validator
 
 from grscos import sigmf_validation
@@ -30,18 +30,6 @@ START = tags.RadioTime(1_790_000_000, 0.5)
 FREQUENCY, RATE = 700e6, 1e6
 FFT_SIZE, NFFTS = 16, 4
 WINDOW_SIZE, NWINDOWS = 50, 4
-
-
-def make_tag(offset: int, key: str, value) -> gr.tag_t:
-    tag = gr.tag_t()
-    tag.offset, tag.key = offset, pmt.intern(key)
-    if isinstance(value, tags.RadioTime):
-        tag.value = value.to_pmt()
-    elif isinstance(value, dict):
-        tag.value = tags.dict_to_pmt(value)
-    else:
-        tag.value = pmt.from_double(value)
-    return tag
 
 
 def calibration_state() -> dict:
