@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 from gnuradio.scos.calibration import load_yaml
+from gnuradio.scos.sigan_source import SiganError, check_settings
 
 from . import parameters
 
@@ -46,23 +47,25 @@ class ActionError(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    """What the hardware can do: (low, high) ranges, None where unconstrained."""
+    """What the hardware can do, in the form of ``sigan_source.probe``: frequency and
+    gain as (low, high), sample rate as (low, high) or a list of rates; None where
+    unconstrained."""
 
     frequency: tuple[float, float] | None = None
-    sample_rate: tuple[float, float] | None = None
+    sample_rate: tuple[float, float] | list[float] | None = None
     gain: tuple[float, float] | None = None
 
     def check(self, name: str, value) -> None:
-        values = value if name == "frequencies" else [value]
-        limit = getattr(self, "frequency" if name == "frequencies" else name, None)
-        if limit is None:
+        setting = "frequency" if name == "frequencies" else name
+        if setting not in ("frequency", "sample_rate", "gain"):
             return
-        low, high = limit
-        for item in values:
-            if not low <= item <= high:
-                raise parameters.ParameterError(
-                    f"{name}: {item:g} is outside the signal analyzer's range {low:g}..{high:g}"
-                )
+        ranges = {key: getattr(self, key) for key in ("frequency", "sample_rate", "gain")}
+        ranges = {key: limit for key, limit in ranges.items() if limit is not None}
+        try:
+            for item in value if name == "frequencies" else [value]:
+                check_settings(ranges, **{setting: item}, where=name)
+        except SiganError as error:
+            raise parameters.ParameterError(str(error)) from None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,5 @@
 """Calibration to the reference point: IQ scaling, or power to dBm."""
 
-import itertools
-
 import numpy as np
 import pmt
 from gnuradio import gr
@@ -66,30 +64,38 @@ class calibrate(gr.sync_block):
             self._watts_per_unit *= windows.amplitude_correction(windows.taps(window, fft_size))
         item = np.complex64 if mode == "iq" else item_type(np.float32, vlen)
         gr.sync_block.__init__(self, name="scos_calibrate", in_sig=[item], out_sig=[item])
-        self._gain_db: float | None = None
+        self._gain_db = 0.0
         self._announced: dict | None = None
+        self._calibrated = False  # the calibration is looked up at the first sample
 
     def work(self, input_items, output_items):
         source, out = input_items[0], output_items[0]
         start = self.nitems_read(0)
-        boundaries = [0]
+        retunes: dict[int, dict[str, float]] = {}
         for tag in self.get_tags_in_range(0, start, start + len(source)):
-            if pmt.eq(tag.key, tags.RX_FREQ) or pmt.eq(tag.key, tags.RX_RATE):
-                boundaries.append(tag.offset - start)
-        boundaries.append(len(source))
-        for begin, end in itertools.pairwise(boundaries):
-            self._follow_tags(start + begin)
-            self._convert(source[begin:end], out[begin:end])
+            key = pmt.symbol_to_string(tag.key)
+            if key in ("rx_freq", "rx_rate"):
+                retunes.setdefault(tag.offset - start, {})[key] = pmt.to_double(tag.value)
+        if not self._calibrated:
+            retunes.setdefault(0, {})
+        position = 0
+        for offset in sorted(retunes):
+            self._convert(source[position:offset], out[position:offset])
+            self._retune(start + offset, **retunes[offset])
+            position = offset
+        self._convert(source[position:], out[position:])
         return len(source)
 
-    def _follow_tags(self, offset: int) -> None:
-        for tag in self.get_tags_in_range(0, offset, offset + 1):
-            if pmt.eq(tag.key, tags.RX_FREQ):
-                self.frequency = pmt.to_double(tag.value)
-            elif pmt.eq(tag.key, tags.RX_RATE):
-                self.sample_rate = pmt.to_double(tag.value)
+    def _retune(
+        self, offset: int, rx_freq: float | None = None, rx_rate: float | None = None
+    ) -> None:
+        """Look the calibration up again for a new frequency or rate, from ``offset`` on."""
+        self._calibrated = True
+        if rx_freq is not None:
+            self.frequency = rx_freq
+        if rx_rate is not None:
+            self.sample_rate = rx_rate
         if self.table is None:
-            self._gain_db = 0.0
             return
         properties = self.table.lookup(self.frequency, self.sample_rate)
         self._gain_db = properties.get("gain_preselector", 0.0) + properties.get("gain_sigan", 0.0)

@@ -28,6 +28,8 @@ DETECTION_KEYS = {
     "time": {"window_size", "nwindows"},
 }
 SAMPLE_START = "core:sample_start"
+# The annotation each kind of state tag becomes (scos_calibration, scos_sensor).
+STATE_ANNOTATIONS = {"calibration": "CalibrationAnnotation", "sensor": "SensorAnnotation"}
 
 
 class _Spill:
@@ -81,9 +83,10 @@ class _Recording:
         self.namespaces.update(key.split(":", 1)[0] for key in record if ":" in key)
         self.spills[spill].append(record)
 
-    def open_span(self, kind: str, annotation_type: str, namespace: str, state: dict) -> None:
+    def open_span(self, kind: str, annotation_type: str, state: dict) -> None:
         self.close_span(kind)
-        properties = {f"{namespace}:{key}": value for key, value in state.items()}
+        # Tables 44 and 45: both kinds of state are scos-sensor properties.
+        properties = {f"scos-sensor:{key}": value for key, value in state.items()}
         properties["scos-core:annotation_type"] = annotation_type
         self.open_spans[kind] = _Span(self.samples, properties)
 
@@ -314,12 +317,8 @@ class sigmf_sink(gr.sync_block):
 
     def _open(self, first_item: int) -> _Recording:
         index = len(self.recordings)
-        base = self.base
-        if self.split_on_retune:
-            base = f"{self.base}-{index:03d}"
-        elif index:
-            base = f"{self.base}-{index:03d}"
-        recording = _Recording(base)
+        numbered = self.split_on_retune or index > 0
+        recording = _Recording(f"{self.base}-{index:03d}" if numbered else self.base)
         recording.first_item = first_item
         recording.start_time = self._time_of(first_item)
         self._recording = recording
@@ -329,10 +328,7 @@ class sigmf_sink(gr.sync_block):
         return recording
 
     def _open_state_span(self, recording: _Recording, kind: str) -> None:
-        if kind == "calibration":
-            recording.open_span(kind, "CalibrationAnnotation", "scos-sensor", self._states[kind])
-        else:
-            recording.open_span(kind, "SensorAnnotation", "scos-sensor", self._states[kind])
+        recording.open_span(kind, STATE_ANNOTATIONS[kind], self._states[kind])
 
     def _add_capture(self, recording: _Recording, item: int) -> None:
         self._capture_pending = False

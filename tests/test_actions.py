@@ -93,7 +93,7 @@ def test_overrides_are_checked_like_the_file(tmp_path):
         == "hanning"
     )
     cases = {
-        "frequency": (7e9, "outside the signal analyzer's range"),
+        "frequency": (7e9, "7 GHz is outside the device's range 1 MHz .. 6 GHz"),
         "fft_size": (0, "whole number >= 1"),
         "window": ("kaiser", "must be one of"),
         "gain": (100.0, "outside"),
@@ -131,7 +131,7 @@ def test_overrides_are_checked_like_the_file(tmp_path):
         ),
         (
             "actions:\n  - {name: a, flowgraph: acquire_m4s, summary: s, parameters: {frequency: 9e9}}",
-            "action 'a': parameter frequency: 9e+09 is outside",
+            "action 'a': parameter frequency: frequency 9 GHz is outside the device's range",
         ),
         (
             "actions:\n  - {name: a, flowgraph: acquire_m4s, summary: s, parameters: {nffts: many}}",
@@ -166,3 +166,16 @@ def test_command_line_assignments():
     for text in ("frequency", "=3", "frequencies=[1e9"):
         with pytest.raises(ParameterError):
             parse_assignment(text)
+
+
+def test_limits_take_a_devices_discrete_rates(tmp_path):
+    action = load(tmp_path, GOOD)["acquire_m4s_3555MHz"]
+    rates = Limits(frequency=(1e6, 6e9), sample_rate=[2.4e6, 14e6])
+    assert (
+        action.resolve({"sample_rate": 2.4e6}, rates, FLOWGRAPHS["acquire_m4s"])["sample_rate"]
+        == 2.4e6
+    )
+    with pytest.raises(
+        ParameterError, match="sample_rate 10 MS/s is not one of the device's rates"
+    ):
+        action.resolve({"sample_rate": 10e6}, rates, FLOWGRAPHS["acquire_m4s"])
