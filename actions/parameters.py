@@ -15,7 +15,21 @@ from gnuradio.scos.calibration import load_yaml
 from gnuradio.scos.windows import WINDOW_NAMES
 
 # Flowgraph parameters the runner sets for every task; never part of an action.
-RUNTIME_PARAMETERS = ("device", "calibration_file", "output", "global_extensions")
+RUNTIME_PARAMETERS = (
+    "device",
+    "calibration_file",
+    "reference",
+    "output",
+    "global_extensions",
+    "sim_tones",
+    "sim_bursts",
+)
+# Action parameters whose flowgraph parameter has another name: GRC reserves
+# ``window`` (the gnuradio.fft.window module every FFT flowgraph imports).
+FLOWGRAPH_NAMES = {"window": "fft_window"}
+ACTION_NAMES = {flowgraph: action for action, flowgraph in FLOWGRAPH_NAMES.items()}
+# Per-frequency lists of a stepped action; empty means "the scalar for every step".
+PER_FREQUENCY = {"sample_rates": "sample_rate", "gains": "gain", "durations_ms": "duration_ms"}
 
 
 class ParameterError(ValueError):
@@ -51,10 +65,15 @@ def _window(value) -> str:
     return value
 
 
-def _frequencies(value) -> list[float]:
-    if not isinstance(value, list | tuple) or not value:
-        raise ParameterError(f"must be a non-empty list of frequencies in Hz, got {value!r}")
-    return [_positive(item) for item in value]
+def _list_of(item: Callable[[object], float], what: str, empty: bool) -> Callable:
+    def check(value) -> list[float]:
+        if not isinstance(value, list | tuple) or (not value and not empty):
+            raise ParameterError(
+                f"must be a {'' if empty else 'non-empty '}list of {what}, got {value!r}"
+            )
+        return [item(element) for element in value]
+
+    return check
 
 
 def _classification(value) -> str:
@@ -72,7 +91,19 @@ class Rule:
 
 RULES: dict[str, Rule] = {
     "frequency": Rule(_positive, "Hz", "centre frequency"),
-    "frequencies": Rule(_frequencies, "Hz", "centre frequencies, one recording each"),
+    "frequencies": Rule(
+        _list_of(_positive, "frequencies in Hz", empty=False),
+        "Hz",
+        "centre frequencies, one recording each",
+    ),
+    "sample_rates": Rule(
+        _list_of(_positive, "sample rates in S/s", empty=True), "S/s", "sample rate per frequency"
+    ),
+    "gains": Rule(_list_of(_number, "gains in dB", empty=True), "dB", "gain per frequency"),
+    "durations_ms": Rule(
+        _list_of(_positive, "durations in ms", empty=True), "ms", "acquisition length per frequency"
+    ),
+    "nrecords": Rule(_count(1), "records", "detections, one after another"),
     "sample_rate": Rule(_positive, "S/s", "sample rate"),
     "gain": Rule(_number, "dB", "signal-analyzer gain setting"),
     "nskip": Rule(_count(0), "samples", "samples dropped after each tune while the radio settles"),
@@ -95,6 +126,18 @@ def check(name: str, value):
         return rule.check(value)
     except ParameterError as error:
         raise ParameterError(f"{name}: {error}") from None
+
+
+def check_together(values: dict) -> None:
+    """Checks between parameters: per-frequency lists match ``frequencies``."""
+    steps = len(values.get("frequencies", ()))
+    for name in PER_FREQUENCY:
+        given = values.get(name)
+        if given and len(given) != steps:
+            raise ParameterError(
+                f"{name}: has {len(given)} values for {steps} frequencies (one per frequency, "
+                f"or [] for {PER_FREQUENCY[name]} at every frequency)"
+            )
 
 
 def parse_assignment(text: str) -> tuple[str, object]:

@@ -56,13 +56,13 @@ class Limits:
     gain: tuple[float, float] | None = None
 
     def check(self, name: str, value) -> None:
-        setting = "frequency" if name == "frequencies" else name
+        setting = {"frequencies": "frequency", **parameters.PER_FREQUENCY}.get(name, name)
         if setting not in ("frequency", "sample_rate", "gain"):
             return
         ranges = {key: getattr(self, key) for key in ("frequency", "sample_rate", "gain")}
         ranges = {key: limit for key, limit in ranges.items() if limit is not None}
         try:
-            for item in value if name == "frequencies" else [value]:
+            for item in value if isinstance(value, list) else [value]:
                 check_settings(ranges, **{setting: item}, where=name)
         except SiganError as error:
             raise parameters.ParameterError(str(error)) from None
@@ -98,6 +98,7 @@ class Action:
                 )
             merged[name] = value
         checked = {name: parameters.check(name, value) for name, value in merged.items()}
+        parameters.check_together(checked)
         for name, value in checked.items():
             limits.check(name, value)
         return checked

@@ -14,6 +14,7 @@ from .sigan_source import SiganError, sigan_source
 from .sigmf_sink import sigmf_sink
 from .sigmf_source import SigMFReplayError, sigmf_source
 from .skip_after_tune import skip_after_tune
+from .step_tuner import step_tuner
 from .time_domain_detector import TIME_DETECTORS, time_domain_detector
 
 __all__ = [
@@ -28,5 +29,6 @@ __all__ = [
     "sigmf_sink",
     "sigmf_source",
     "skip_after_tune",
+    "step_tuner",
     "time_domain_detector",
 ]

@@ -346,10 +346,10 @@ class qa_sigan_source(gr_unittest.TestCase):
         with self.assertRaisesRegex(scos.SiganError, r"sample_rate must be positive"):
             source.set_sample_rate(-1.0)
         self.run_source(source, 100)
-        with self.assertRaisesRegex(
-            scos.SiganError, r"cannot change its sample rate once its flowgraph has started"
-        ):
-            source.set_sample_rate(2e6)
+        with self.assertRaisesRegex(scos.SiganError, r"sim: tones\[0\].*outside"):
+            scos.sigan_source(sim_tones=[{"frequency_offset": 3e6, "power": -3}]).set_sample_rate(
+                4e6
+            )
         self.assertTrue(issubclass(scos.SiganError, ValueError))
 
     # --- replay ----------------------------------------------------------------------

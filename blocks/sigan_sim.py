@@ -130,18 +130,18 @@ class sigan_sim(gr.sync_block):
         self.noise = bool(noise)
         self.temperature = float(temperature)
         self.set_noise_figure(noise_figure)
-        self._emitters = [
-            _Emitter(spec, kind, index, self.sample_rate, self.load_ohms)
-            for kind, specs in (("tones", tones), ("bursts", bursts))
-            for index, spec in enumerate(specs)
-        ]
+        self._signals = (("tones", tuple(tones)), ("bursts", tuple(bursts)))
+        self._emitters = self._make_emitters(self.sample_rate)
+        self._pending_rate: float | None = None
         self.set_max_input_power(max_input_power)
         self._rng = np.random.Generator(np.random.PCG64(seed))
-        self._start_time = (
+        # rx_time of sample ``_anchor_item``; samples after it follow at ``sample_rate``.
+        self._anchor_time = (
             tags.RadioTime.now()
             if start_time is None
             else tags.RadioTime(int(start_time), start_time - int(start_time))
         )
+        self._anchor_item = 0
         self._clock = SampleClock(self.sample_rate) if paced else None
         self._retag = True
         self._overloaded = False
@@ -152,8 +152,16 @@ class sigan_sim(gr.sync_block):
         self.started = True
         return True
 
+    def _make_emitters(self, sample_rate: float) -> list[_Emitter]:
+        return [
+            _Emitter(spec, kind, index, sample_rate, self.load_ohms)
+            for kind, specs in self._signals
+            for index, spec in enumerate(specs)
+        ]
+
     def set_noise_figure(self, noise_figure: float) -> None:
         """Thermal noise of k * temperature * sample_rate raised by ``noise_figure`` dB."""
+        self.noise_figure = float(noise_figure)
         noise_watts = (
             BOLTZMANN * self.temperature * self.sample_rate * 10.0 ** (noise_figure / 10.0)
         )
@@ -173,18 +181,50 @@ class sigan_sim(gr.sync_block):
         self.frequency = float(frequency)
         self._retag = True
 
+    def restate_tags(self) -> None:
+        """Tag the next sample with ``rx_time``, ``rx_freq`` and ``rx_rate`` again."""
+        self._retag = True
+
     def set_gain(self, gain: float) -> None:
+        """Change the gain from the next sample on, which restates the radio tags."""
         self.gain = float(gain)
         self._announce_sensor = True
+        self._retag = True
+
+    def set_sample_rate(self, sample_rate: float) -> None:
+        """Change the rate from the next sample on, which is tagged with the new
+        ``rx_rate``, ``rx_freq`` and its ``rx_time``. The noise follows the rate;
+        every tone and burst must still lie within the new band (ValueError)."""
+        sample_rate = float(sample_rate)
+        if not sample_rate > 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
+        self._make_emitters(sample_rate)  # rejects signals outside the new band now
+        self._pending_rate = sample_rate
+
+    def _apply_rate(self, first: int) -> None:
+        # Called from work(), so that the samples already emitted keep the old rate.
+        rate, self._pending_rate = self._pending_rate, None
+        if rate == self.sample_rate:
+            return
+        self._anchor_time = self._anchor_time.plus((first - self._anchor_item) / self.sample_rate)
+        self._anchor_item = first
+        self.sample_rate = rate
+        self._emitters = self._make_emitters(rate)
+        self.set_noise_figure(self.noise_figure)
+        if self._clock is not None:
+            self._clock.restart(rate)
+        self._retag = True
 
     def work(self, input_items, output_items):
         out = output_items[0]
+        first = self.nitems_written(0)
+        if self._pending_rate is not None:
+            self._apply_rate(first)
         count = len(out) if self._clock is None else self._clock.allowance(len(out))
         out = out[:count]
-        first = self.nitems_written(0)
         if self._retag:
             self._retag = False
-            time = self._start_time.plus(first / self.sample_rate)
+            time = self._anchor_time.plus((first - self._anchor_item) / self.sample_rate)
             tags.add_radio_tags(self, first, time, self.frequency, self.sample_rate)
         if self.noise:
             gaussian = self._rng.standard_normal(2 * count, dtype=np.float32)

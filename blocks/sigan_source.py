@@ -10,6 +10,7 @@ import threading
 import time
 
 import numpy as np
+import pmt
 from gnuradio import gr
 
 from . import tags
@@ -33,6 +34,8 @@ SPEC_FORMS = (
 PROBE_TIMEOUT = 45.0
 # The probe also checks that an opened device delivers samples within this many seconds.
 PROBE_SAMPLE_WAIT = 5.0
+
+COMMAND_PORT = "command"
 
 _PROBE_SCRIPT = (
     "import importlib, sys; "
@@ -482,6 +485,25 @@ class _host_clock_tagger(gr.sync_block):
 # --- the block -------------------------------------------------------------------------
 
 
+class _command_port(gr.basic_block):
+    """The ``command`` message input of a sigan_source (a hier block has no message
+    handler of its own). A command that fails is logged and kept in ``errors``."""
+
+    def __init__(self, apply):
+        gr.basic_block.__init__(self, name="scos_sigan_command", in_sig=None, out_sig=None)
+        self._apply = apply
+        self.errors: list[str] = []
+        self.message_port_register_in(pmt.intern(COMMAND_PORT))
+        self.set_msg_handler(pmt.intern(COMMAND_PORT), self._handle)
+
+    def _handle(self, message) -> None:
+        try:
+            self._apply(tags.pmt_to_dict(message))
+        except (ValueError, RuntimeError) as error:
+            logger.error("signal analyzer command failed: %s", _one_line(error))
+            self.errors.append(_one_line(error))
+
+
 class sigan_source(gr.hier_block2):
     """The signal analyzer of a flowgraph, whichever device it is.
 
@@ -513,6 +535,10 @@ class sigan_source(gr.hier_block2):
       (``channel``, ``antenna``). osmosdr does not tag, so the block adds the tags
       with the host clock (see ``_host_clock_tagger``); osmosdr reports no
       overflows, so dropped samples go unnoticed and ``rx_time`` falls behind.
+
+    Message input ``command``: a dict with any of ``freq`` (Hz), ``rate`` (S/s) and
+    ``gain`` (dB), as for gr-uhd's command port, applied like the setters (rate, gain,
+    then frequency); used by ``step_tuner`` to retune while the flowgraph runs.
 
     ``paced`` makes the simulator and the replay keep to the sample rate in real time.
     ``calibration_file`` only affects the simulator: for other devices the
@@ -567,6 +593,30 @@ class sigan_source(gr.hier_block2):
             self._build_replay(frequency, sample_rate, gain, paced)
         else:
             self._build_hardware(frequency, sample_rate, gain)
+        self.message_port_register_hier_in(COMMAND_PORT)
+        self._commands = _command_port(self.command)
+        self.msg_connect(self, COMMAND_PORT, self._commands, COMMAND_PORT)
+
+    def command(self, settings: dict) -> None:
+        """Apply a ``command`` message: ``rate``, ``gain`` and ``freq``, each optional.
+
+        A command that changes anything makes the next samples carry ``rx_freq``,
+        ``rx_rate`` and ``rx_time`` again, so that ``step_tuner`` sees when it took effect.
+        """
+        unknown = set(settings) - {"freq", "rate", "gain"}
+        if unknown:
+            raise SiganError(f"{self._where}: unknown command key(s) {', '.join(sorted(unknown))}")
+        if "rate" in settings:
+            self.set_sample_rate(settings["rate"])
+        if "gain" in settings:
+            self.set_gain(settings["gain"])
+        if "freq" in settings:
+            self.set_frequency(settings["freq"])
+
+    @property
+    def command_errors(self) -> list[str]:
+        """Why ``command`` messages failed, oldest first."""
+        return list(self._commands.errors)
 
     # --- simulator ---------------------------------------------------------------------
 
@@ -804,14 +854,16 @@ class sigan_source(gr.hier_block2):
             self.gain = float(gain)
             if self._calibration is None:
                 self._sim.set_gain(self.gain)
+            else:
+                self._sim.restate_tags()
             return
         self._set_gain(float(gain))
+        if self.kind == "osmosdr":
+            self._tagger.retune()
 
     def set_sample_rate(self, sample_rate: float) -> None:
-        """Change the sample rate; the next samples carry the new ``rx_rate``.
-
-        The simulator can change it only before the flowgraph starts; a replay never.
-        """
+        """Change the sample rate; the next samples carry the new ``rx_rate``. A replay
+        cannot change it."""
         if self.kind == "replay":
             sample_rate = _number(self._where, "sample_rate", sample_rate)
             if sample_rate and not math.isclose(sample_rate, self.sample_rate, rel_tol=1e-9):
@@ -824,20 +876,12 @@ class sigan_source(gr.hier_block2):
         if self.kind == "sim":
             if sample_rate == self.sample_rate:
                 return
-            if self._sim.started:
-                raise SiganError(
-                    "sim: the simulator cannot change its sample rate once its flowgraph "
-                    "has started; build the flowgraph with the new rate"
-                )
-            previous, self.sample_rate = self.sample_rate, sample_rate
             try:
-                simulator = self._make_sim()
-            except SiganError:
-                self.sample_rate = previous
-                raise
-            self.disconnect(self._sim, self)
-            self._sim = simulator
-            self.connect(self._sim, self)
+                self._sim.set_sample_rate(sample_rate)
+            except ValueError as error:
+                raise SiganError(f"sim: {error}") from None
+            self.sample_rate = sample_rate
+            self._recalibrate_sim()
             return
         self._set_rate(sample_rate)
         if self.kind == "osmosdr":

@@ -112,7 +112,8 @@ class sigmf_sink(gr.sync_block):
     spilled to ``.part`` files beside the recording and merged at the end).
 
     Metadata: ``core:`` global (datatype, sample_rate, version, recorder, sha512,
-    extensions listing every namespace used) plus ``global_extensions`` (keys
+    extensions listing every namespace used), ``scos-acquisition:start_time`` and
+    ``end_time`` by the radio's clock, plus ``global_extensions`` (keys
     ``namespace:property``, e.g. ``scos-sensor:sensor``); a capture (frequency,
     datetime) at the start and wherever ``rx_freq`` changes or ``rx_time`` jumps
     (an overflow), the jump annotated with the samples lost; CalibrationAnnotation
@@ -424,6 +425,8 @@ class sigmf_sink(gr.sync_block):
             header["core:sample_rate"] = self._rate
         if self.description:
             header["core:description"] = self.description
+        header.update(self._acquisition_times(recording))
+        namespaces |= {key.split(":", 1)[0] for key in header}
         header["core:extensions"] = [
             {"name": name, "version": SCOS_EXTENSION_VERSION, "optional": False}
             for name in sorted(namespaces - {"core"})
@@ -439,6 +442,17 @@ class sigmf_sink(gr.sync_block):
             meta.flush()
             os.fsync(meta.fileno())
         os.replace(temporary, recording.meta_path)
+
+    def _acquisition_times(self, recording: _Recording) -> dict:
+        """Table 59 start and end of the recording, by the radio's clock, when known."""
+        if recording.start_time is None or not self._rate:
+            return {}
+        items = recording.samples // self.vlen
+        end = recording.start_time.plus(items * self.samples_per_item / self._rate)
+        return {
+            "scos-acquisition:start_time": recording.start_time.to_iso8601(),
+            "scos-acquisition:end_time": end.to_iso8601(),
+        }
 
     @staticmethod
     def _write_list(meta, records) -> None:

@@ -6,6 +6,8 @@ from gnuradio import gr
 
 from . import tags
 
+WORK_DONE = -1  # general_work result that ends the flowgraph
+
 
 class skip_after_tune(gr.basic_block):
     """Drops ``nskip`` samples at the start and after every retune.
@@ -17,10 +19,8 @@ class skip_after_tune(gr.basic_block):
     (from the last ``rx_time`` and ``rx_rate``), so the sink dates the data right.
     """
 
-    def __init__(self, nskip: int = 0):
-        gr.basic_block.__init__(
-            self, name="scos_skip_after_tune", in_sig=[np.complex64], out_sig=[np.complex64]
-        )
+    def __init__(self, nskip: int = 0, name: str = "scos_skip_after_tune"):
+        gr.basic_block.__init__(self, name=name, in_sig=[np.complex64], out_sig=[np.complex64])
         if isinstance(nskip, bool) or int(nskip) != nskip or nskip < 0:
             raise ValueError(f"nskip must be a whole number of samples >= 0, got {nskip!r}")
         self.set_tag_propagation_policy(gr.TPP_DONT)
@@ -32,6 +32,29 @@ class skip_after_tune(gr.basic_block):
         self._pending: dict[str, object] = {}  # tags waiting for the next sample passed on
         self._restate_time = False
 
+    # Hooks for blocks that decide differently which samples pass (step_tuner).
+
+    def _retuned(self) -> None:
+        """An ``rx_freq`` tag with a new frequency was read."""
+        self._to_skip = self.nskip
+
+    def _droppable(self, available: int) -> int:
+        """How many of the next ``available`` untagged samples to drop."""
+        dropped = min(self._to_skip, available)
+        self._to_skip -= dropped
+        return dropped
+
+    def _passable(self, available: int) -> int:
+        """How many of the next ``available`` samples may be passed on now."""
+        return available
+
+    def _passed(self, count: int) -> None:
+        """``count`` samples were passed on."""
+
+    def _finished(self) -> bool:
+        """True once the block passes nothing more and the flowgraph may end."""
+        return False
+
     def general_work(self, input_items, output_items):
         source, out = input_items[0], output_items[0]
         first = self.nitems_read(0)
@@ -39,25 +62,27 @@ class skip_after_tune(gr.basic_block):
             self.get_tags_in_range(0, first, first + len(source)), key=lambda tag: tag.offset
         )
         consumed = produced = index = 0
-        while consumed < len(source) and produced < len(out):
+        while consumed < len(source) and produced < len(out) and not self._finished():
             while index < len(stream_tags) and stream_tags[index].offset == first + consumed:
                 self._note(stream_tags[index])
                 index += 1
             boundary = (
                 stream_tags[index].offset - first if index < len(stream_tags) else len(source)
             )
-            if self._to_skip:
-                dropped = min(self._to_skip, boundary - consumed)
-                self._to_skip -= dropped
+            dropped = self._droppable(boundary - consumed)
+            if dropped:
                 consumed += dropped
                 self._restate_time = True
                 continue
-            count = min(boundary - consumed, len(out) - produced)
+            count = self._passable(min(boundary - consumed, len(out) - produced))
             self._emit_pending(self.nitems_written(0) + produced, first + consumed)
             out[produced : produced + count] = source[consumed : consumed + count]
             produced += count
             consumed += count
+            self._passed(count)
         self.consume(0, consumed)
+        if produced == 0 and self._finished():
+            return WORK_DONE
         return produced
 
     def _note(self, tag) -> None:
@@ -66,7 +91,7 @@ class skip_after_tune(gr.basic_block):
             frequency = pmt.to_double(tag.value)
             if frequency != self._frequency:
                 self._frequency = frequency
-                self._to_skip = self.nskip
+                self._retuned()
         elif key == "rx_rate":
             self._rate = pmt.to_double(tag.value)
         if key == "rx_time":
