@@ -45,7 +45,9 @@ class qa_step_tuner(gr_unittest.TestCase):
         self.assertEqual(len(recordings), 3)
         expected = [(1e9, 1e6, 2000), (2e9, 2e6, 6000), (3e9, 2e6, 3000)]
         times = []
-        for index, (meta, (frequency, rate, count)) in enumerate(zip(recordings, expected, strict=True)):
+        for index, (meta, (frequency, rate, count)) in enumerate(
+            zip(recordings, expected, strict=True)
+        ):
             self.assertEqual(meta["global"]["core:sample_rate"], rate)
             self.assertEqual([c["core:frequency"] for c in meta["captures"]], [frequency])
             self.assertEqual(len(self.data(index)), count)
@@ -53,7 +55,7 @@ class qa_step_tuner(gr_unittest.TestCase):
         self.assertEqual(times, sorted(times))
         # The simulator's noise (5 dB noise figure) follows each step's rate.
         for index, rate in ((0, 1e6), (1, 2e6)):
-            expected_watts = 1.380649e-23 * 290 * rate * 10 ** 0.5
+            expected_watts = 1.380649e-23 * 290 * rate * 10**0.5
             self.assertAlmostEqual(
                 10 * np.log10(noise_watts(self.data(index)) / expected_watts), 0.0, delta=0.3
             )

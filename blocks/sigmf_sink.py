@@ -252,6 +252,7 @@ class sigmf_sink(gr.sync_block):
         values = {pmt.symbol_to_string(tag.key): tag.value for tag in found}
         recording = self._recording
         has_samples = recording is not None and recording.samples > 0
+        retuned = False  # a new rate or frequency: a time jump here is the retune, not a loss
         if "rx_rate" in values:
             rate = pmt.to_double(values["rx_rate"])
             if rate != self._rate:
@@ -261,6 +262,7 @@ class sigmf_sink(gr.sync_block):
                 self._capture_time, self._capture_item = self._time_of(item), item
                 self._capture_pending = True
                 self._rate = rate
+                retuned = True
         if "rx_freq" in values:
             frequency = pmt.to_double(values["rx_freq"])
             if frequency != self._frequency:
@@ -268,8 +270,9 @@ class sigmf_sink(gr.sync_block):
                     self._finish(self._recording)
                 self._frequency = frequency
                 self._capture_pending = True
+                retuned = True
         if "rx_time" in values:
-            self._follow_time(item, tags.RadioTime.from_pmt(values["rx_time"]))
+            self._follow_time(item, tags.RadioTime.from_pmt(values["rx_time"]), retuned)
         for key, kind in (("scos_calibration", "calibration"), ("scos_sensor", "sensor")):
             if key in values:
                 state = tags.pmt_to_dict(values[key])
@@ -280,8 +283,8 @@ class sigmf_sink(gr.sync_block):
                     if self._recording is not None:
                         self._open_state_span(self._recording, kind)
 
-    def _follow_time(self, item: int, time: tags.RadioTime) -> None:
-        if self._capture_time is not None and self._rate:
+    def _follow_time(self, item: int, time: tags.RadioTime, retuned: bool) -> None:
+        if self._capture_time is not None and self._rate and not retuned:
             expected = self._time_of(item)
             jump = time.minus(expected)
             if abs(jump) * self._rate > self.samples_per_item + 0.5:

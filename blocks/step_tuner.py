@@ -146,3 +146,13 @@ class step_tuner(skip_after_tune):
 
     def _finished(self) -> bool:
         return self._remaining == 0
+
+    @property
+    def incomplete(self) -> str | None:
+        """Why the steps did not all complete (the source ended early), or None."""
+        if self._finished():
+            return None
+        return (
+            f"step_tuner: the signal analyzer's stream ended during step {self.step + 1} of "
+            f"{len(self.counts)} ({self.frequencies[self.step]:g} Hz)"
+        )

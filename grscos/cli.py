@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -9,6 +10,9 @@ from gnuradio.scos.calibration import CalibrationError
 from gnuradio.scos.windows import WINDOW_NAMES
 
 from . import __version__, selftest
+from .acquire import Catalog, RunError, acquire, recording_name
+from .actions import parameters
+from .config import Config, default_device
 from .measurement import ChainSettings
 
 logger = logging.getLogger("grscos")
@@ -46,6 +50,82 @@ def _selftest(arguments: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """One self-rewriting status line on a terminal; nothing otherwise."""
+
+    def __init__(self, action: str, stream=sys.stderr):
+        self.action = action
+        self.stream = stream
+        self.shown = False
+
+    def __call__(self, event: dict) -> None:
+        if event["event"] != "progress" or not self.stream.isatty():
+            return
+        recordings = event["recordings"]
+        self.stream.write(
+            f"\r{self.action}: {event['seconds']:6.1f} s, {event['samples'] / 1e6:9.3f} M samples, "
+            f"{recordings} recording{'s' if recordings != 1 else ''}"
+        )
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _acquire(arguments: argparse.Namespace) -> int:
+    overrides = dict(parameters.parse_assignment(text) for text in arguments.set)
+    config = Config.load(arguments.config)
+    device = arguments.sigan or default_device()
+    output = recording_name(arguments.out, arguments.action)
+    progress = _Progress(arguments.action)
+    try:
+        result = acquire(config, arguments.action, overrides, device, output, on_event=progress)
+    finally:
+        progress.close()
+    for path in result.recordings:
+        print(path)
+    overflows = f", {result.overflows} overflow(s)" if result.overflows else ""
+    print(
+        f"{arguments.action}: {len(result.recordings)} recording(s), "
+        f"{result.samples} samples in {result.seconds:.1f} s{overflows}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _format(value) -> str:
+    """Numbers in engineering notation (700e6, 14e6), as owners write them in YAML."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_format(item) for item in value) + "]"
+    if isinstance(value, float) and value and math.isfinite(value):
+        exponent = 3 * math.floor(math.log10(abs(value)) / 3)
+        mantissa = f"{value / 10.0**exponent:.6g}"
+        return f"{mantissa}e{exponent}" if exponent else mantissa
+    return str(value)
+
+
+def _actions(arguments: argparse.Namespace) -> int:
+    catalog = Catalog.load(Config.load(arguments.config))
+    for action in catalog.actions.values():
+        flags = " [admin only]" if action.admin_only else ""
+        print(f"{action.name}{flags}: {action.summary}")
+        print(
+            f"  flowgraph {action.flowgraph}, max run time {action.max_run_time:g} s, "
+            f"classification {action.classification}"
+        )
+        accepted = catalog.flowgraphs[action.flowgraph].parameters
+        values = action.resolve({}, catalog.limits, accepted)
+        for name in sorted(values):
+            rule = parameters.RULES[name]
+            value = f"{_format(values[name])} {rule.unit}".strip()
+            origin = "action" if name in action.parameters else "default"
+            print(f"  {name:<13} {value:<24} {origin:<8} {rule.description}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gr-scos", description="IEEE 802.15.22.3 (SCOS) spectrum sensor"
@@ -79,6 +159,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration", help="calibration file; the simulator then uses its gain and noise figure"
     )
     check.set_defaults(handler=_selftest)
+
+    config_help = "configuration directory (default: $SCOS_CONFIG, else the shipped defaults)"
+    run = commands.add_parser("acquire", help="run one configured action now and write its SigMF")
+    run.add_argument("action", help="the action's name (see gr-scos actions)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a settable parameter, e.g. --set frequency=3.5e9 (repeatable)",
+    )
+    run.add_argument(
+        "--sigan",
+        help="signal analyzer: sim, replay:<.sigmf-meta>, uhd:<args> or osmosdr:<args> "
+        "(default: $SCOS_SIGAN, else sim)",
+    )
+    run.add_argument("--out", default=".", help="directory for the recordings (default: .)")
+    run.add_argument("--config", help=config_help)
+    run.set_defaults(handler=_acquire)
+
+    listing = commands.add_parser("actions", help="list the configured actions and parameters")
+    listing.add_argument("--config", help=config_help)
+    listing.set_defaults(handler=_actions)
     return parser
 
 
@@ -90,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return arguments.handler(arguments)
-    except (ValueError, CalibrationError, OSError) as error:
-        print(f"gr-scos {arguments.command}: error: {error}", file=sys.stderr)
+    except (ValueError, CalibrationError, OSError, RunError) as error:
+        reason = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"gr-scos {arguments.command}: error: {reason}", file=sys.stderr)
         return 2
 
 

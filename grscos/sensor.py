@@ -72,7 +72,7 @@ def load_sensor(path: str | Path | None = None) -> dict:
     Without ``path``, the packaged default (the simulated sensor).
     """
     path = default_file(SENSOR_FILE) if path is None else Path(path)
-    document = _read(path)
+    document = read_yaml_mapping(path)
     _raise_if(path, schema_errors(document, schema_uri("scos-sensor", "Sensor")))
     _raise_if(path, list(_range_errors(document, ())))
     return document
@@ -85,7 +85,7 @@ def load_location(path: str | Path | None = None) -> dict:
     wrote an unquoted timestamp. Without ``path``, the packaged default.
     """
     path = default_file(LOCATION_FILE) if path is None else Path(path)
-    document = _read(path)
+    document = read_yaml_mapping(path)
     errors = []
     modified = document.get("modified")
     if isinstance(modified, datetime.datetime):  # YAML reads an unquoted timestamp itself
@@ -99,7 +99,8 @@ def load_location(path: str | Path | None = None) -> dict:
     return document
 
 
-def _read(path: Path) -> dict:
+def read_yaml_mapping(path: Path) -> dict:
+    """The mapping a YAML file holds; ConfigError naming the file otherwise."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:

@@ -1,0 +1,119 @@
+"""The sensor's configuration directory and what it holds.
+
+A configuration directory (``--config DIR`` or ``$SCOS_CONFIG``) may hold any of:
+
+=====================  ================================================================
+``sensor.yaml``        the sensor definition, Table 37 (``grscos.sensor``)
+``location.yaml``      the location, Table 21
+``calibration.yaml``   calibration data (``gnuradio.scos.calibration``)
+``actions.yaml``       the actions clients may schedule (``grscos.actions.registry``)
+``simulator.yaml``     the signals of the simulated signal analyzer
+``flowgraphs/``        the owner's own action flowgraphs (grcc-generated ``.py``)
+=====================  ================================================================
+
+Each file that is missing comes from the documented defaults shipped with gr-scos
+(the simulated sensor). The signal analyzer is ``--sigan`` or ``$SCOS_SIGAN``,
+else the simulator.
+"""
+
+import math
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from importlib.resources import files
+from pathlib import Path
+
+from gnuradio.scos.calibration import CalibrationError, CalibrationTable
+
+from . import sensor
+from .sensor import ConfigError
+
+CONFIG_ENV = "SCOS_CONFIG"
+SIGAN_ENV = "SCOS_SIGAN"
+ACTIONS_FILE = "actions.yaml"
+SIMULATOR_FILE = "simulator.yaml"
+FLOWGRAPH_DIR = "flowgraphs"
+_DEFAULT_ACTIONS = ("grscos.actions", "actions.yaml")
+
+
+def default_device() -> str:
+    return os.environ.get(SIGAN_ENV, "").strip() or "sim"
+
+
+@dataclass(frozen=True)
+class Config:
+    directory: Path | None = None
+
+    @classmethod
+    def load(cls, directory: str | Path | None = None) -> "Config":
+        """The configuration of ``directory``, else ``$SCOS_CONFIG``, else the defaults."""
+        directory = directory or os.environ.get(CONFIG_ENV) or None
+        if directory is None:
+            return cls()
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise ConfigError([f"configuration directory {directory} does not exist"])
+        return cls(directory)
+
+    def file(self, name: str) -> Path:
+        """``name`` in the configuration directory, else the shipped default."""
+        if self.directory is not None and (self.directory / name).exists():
+            return self.directory / name
+        if name == ACTIONS_FILE:
+            return Path(str(files(_DEFAULT_ACTIONS[0]).joinpath(_DEFAULT_ACTIONS[1])))
+        return sensor.default_file(name)
+
+    @cached_property
+    def sensor(self) -> dict:
+        return sensor.load_sensor(self.file(sensor.SENSOR_FILE))
+
+    @cached_property
+    def location(self) -> dict:
+        return sensor.load_location(self.file(sensor.LOCATION_FILE))
+
+    @cached_property
+    def calibration(self) -> CalibrationTable:
+        path = self.file(sensor.CALIBRATION_FILE)
+        try:
+            return CalibrationTable.from_file(path)
+        except CalibrationError as error:
+            raise ConfigError([str(error)]) from None
+
+    @cached_property
+    def simulator(self) -> dict:
+        """``{"tones": [...], "bursts": [...]}`` for the simulator, checked."""
+        from gnuradio.scos import sigan_sim
+
+        path = self.file(SIMULATOR_FILE)
+        document = sensor.read_yaml_mapping(path)
+        unknown = set(document) - {"tones", "bursts"}
+        if unknown:
+            raise ConfigError([f"{path}: unknown key(s) {', '.join(sorted(unknown))}"])
+        signals = {kind: document.get(kind) or [] for kind in ("tones", "bursts")}
+        for kind, specs in signals.items():
+            if not isinstance(specs, list):
+                raise ConfigError([f"{path}: {kind} must be a list"])
+        try:
+            # Checks every field; offsets are checked against each action's rate later.
+            sigan_sim(sample_rate=math.inf, **signals)
+        except ValueError as error:
+            raise ConfigError([f"{path}: {error}"]) from None
+        return signals
+
+    def flowgraph_dirs(self) -> list[Path]:
+        if self.directory is not None and (self.directory / FLOWGRAPH_DIR).is_dir():
+            return [self.directory / FLOWGRAPH_DIR]
+        return []
+
+    def frequency_range(self) -> tuple[float, float]:
+        """The tunable range the sensor definition gives its signal analyzer."""
+        analyzer = self.sensor.get("signal_analyzer", {})
+        return (
+            float(analyzer.get("low_frequency", 0.0)),
+            float(analyzer.get("high_frequency", math.inf)),
+        )
+
+    def check(self) -> None:
+        """Load every file now, so that a broken one fails at start-up."""
+        for name in ("sensor", "location", "calibration", "simulator"):
+            getattr(self, name)
