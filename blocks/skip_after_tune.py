@@ -19,8 +19,12 @@ class skip_after_tune(gr.basic_block):
     (from the last ``rx_time`` and ``rx_rate``), so the sink dates the data right.
     """
 
-    def __init__(self, nskip: int = 0, name: str = "scos_skip_after_tune"):
-        gr.basic_block.__init__(self, name=name, in_sig=[np.complex64], out_sig=[np.complex64])
+    BLOCK_NAME = "scos_skip_after_tune"
+
+    def __init__(self, nskip: int = 0):
+        gr.basic_block.__init__(
+            self, name=self.BLOCK_NAME, in_sig=[np.complex64], out_sig=[np.complex64]
+        )
         if isinstance(nskip, bool) or int(nskip) != nskip or nskip < 0:
             raise ValueError(f"nskip must be a whole number of samples >= 0, got {nskip!r}")
         self.set_tag_propagation_policy(gr.TPP_DONT)

@@ -41,6 +41,7 @@ class step_tuner(skip_after_tune):
     clock) after a command, the block raises RuntimeError.
     """
 
+    BLOCK_NAME = "scos_step_tuner"
     # Tolerances for recognising the tagged settings as the requested ones: devices
     # tune and clock to the nearest value they can make.
     FREQUENCY_TOLERANCE_HZ = 1e3
@@ -55,7 +56,7 @@ class step_tuner(skip_after_tune):
         nskip: int = 0,
         retune_timeout: float = 10.0,
     ):
-        skip_after_tune.__init__(self, nskip, name="scos_step_tuner")
+        skip_after_tune.__init__(self, nskip)
         if not isinstance(frequencies, list | tuple) or not frequencies:
             raise ValueError(f"frequencies must be a non-empty list in Hz, got {frequencies!r}")
         self.frequencies = _per_step("frequencies", list(frequencies), len(frequencies))
