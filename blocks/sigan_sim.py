@@ -43,11 +43,8 @@ class _Emitter:
             ):
                 raise ValueError(f"{where}: {key} must be a finite number, got {value!r}")
         self.offset = float(spec["frequency_offset"])
-        if abs(self.offset) >= sample_rate / 2:
-            raise ValueError(
-                f"{where}: frequency_offset {self.offset:g} Hz is outside the "
-                f"+/-{sample_rate / 2:g} Hz band of sample rate {sample_rate:g} S/s"
-            )
+        # Outside +/- half the sample rate the analyzer's anti-alias filter removes it.
+        self.in_band = abs(self.offset) < sample_rate / 2
         # A complex exponential of amplitude A carries A^2 / (2 R) watts.
         self.amplitude = math.sqrt(2.0 * load_ohms * dbm_to_watts(spec["power"]))
         self.cycles_per_sample = self.offset / sample_rate
@@ -90,7 +87,8 @@ class sigan_sim(gr.sync_block):
       ``noise_figure`` dB (complex Gaussian; off when ``noise`` is False);
     * ``tones``: dicts ``{"frequency_offset": Hz, "power": dBm}``, continuous carriers
       of exactly that power (P = |x|^2 / (2 * ``load_ohms``)) and offset from the
-      centre ``frequency``;
+      centre ``frequency``; one outside +/- ``sample_rate`` / 2 is filtered out, as
+      by a real analyzer;
     * ``bursts``: dicts ``{"frequency_offset", "power", "period", "duration",
       "start"}`` (s), carriers on for ``duration`` of every ``period`` from ``start``.
 
@@ -153,11 +151,12 @@ class sigan_sim(gr.sync_block):
         return True
 
     def _make_emitters(self, sample_rate: float) -> list[_Emitter]:
-        return [
+        emitters = [
             _Emitter(spec, kind, index, sample_rate, self.load_ohms)
             for kind, specs in self._signals
             for index, spec in enumerate(specs)
         ]
+        return [emitter for emitter in emitters if emitter.in_band]
 
     def set_noise_figure(self, noise_figure: float) -> None:
         """Thermal noise of k * temperature * sample_rate raised by ``noise_figure`` dB."""
@@ -194,11 +193,10 @@ class sigan_sim(gr.sync_block):
     def set_sample_rate(self, sample_rate: float) -> None:
         """Change the rate from the next sample on, which is tagged with the new
         ``rx_rate``, ``rx_freq`` and its ``rx_time``. The noise follows the rate;
-        every tone and burst must still lie within the new band (ValueError)."""
+        signals outside the new band are not seen (ValueError for a bad rate)."""
         sample_rate = float(sample_rate)
         if not sample_rate > 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
-        self._make_emitters(sample_rate)  # rejects signals outside the new band now
         self._pending_rate = sample_rate
 
     def _apply_rate(self, first: int) -> None:

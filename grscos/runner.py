@@ -143,7 +143,7 @@ def _crash_reason(code: int, stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     status = f"signal {-code}" if code < 0 else f"exit status {code}"
     for index, line in enumerate(lines):
-        if line.startswith("Got std::exception") and index + 1 < len(lines):
+        if line.endswith("Got std::exception") and index + 1 < len(lines):
             return f"the flowgraph failed: {lines[index + 1]}"
     tail = [line for line in lines if not line.startswith(("0x", "At:", "/"))]
     if tail:

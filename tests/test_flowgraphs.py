@@ -64,9 +64,7 @@ def test_committed_python_is_what_grcc_generates(grc, tmp_path):
 def platform(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRC_BLOCKS_PATH", str(REPO / "grc"))
-        patch.setattr(
-            Constants, "CACHE_FILE", str(tmp_path_factory.mktemp("grc") / "cache.json")
-        )
+        patch.setattr(Constants, "CACHE_FILE", str(tmp_path_factory.mktemp("grc") / "cache.json"))
         grc_platform = Platform(
             name="gr-scos flowgraph test",
             prefs=gr.prefs(),
