@@ -6,7 +6,7 @@ from gnuradio import gr
 
 from . import tags, windows
 from .calibration import CalibrationTable
-from .items import item_type, positive_int
+from .items import item_type, positive_int, use_large_buffers
 
 # Power below this many watts reads as the floor instead of -inf dBm.
 POWER_FLOOR_WATTS = 1e-30
@@ -64,6 +64,9 @@ class calibrate(gr.sync_block):
             self._watts_per_unit *= windows.amplitude_correction(windows.taps(window, fft_size))
         item = np.complex64 if mode == "iq" else item_type(np.float32, vlen)
         gr.sync_block.__init__(self, name="scos_calibrate", in_sig=[item], out_sig=[item])
+        use_large_buffers(
+            self, np.dtype(np.complex64 if mode == "iq" else np.float32).itemsize * vlen
+        )
         self._gain_db = 0.0
         self._announced: dict | None = None
         self._calibrated = False  # the calibration is looked up at the first sample

@@ -1,14 +1,18 @@
 """Simulated signal analyzer: calibrated thermal noise, tones and bursts."""
 
 import math
+import threading
 
 import numpy as np
 from gnuradio import gr
 
 from . import tags
+from .items import use_large_buffers
 from .sample_clock import SampleClock
 
 BOLTZMANN = 1.380649e-23  # J/K
+# Samples without clipping after which an overload is over.
+OVERLOAD_HOLD = 1024
 REFERENCE_TEMPERATURE = 290.0  # K, the T0 of the noise-figure definition
 
 
@@ -117,10 +121,12 @@ class sigan_sim(gr.sync_block):
         load_ohms: float = 50.0,
     ):
         gr.sync_block.__init__(self, name="scos_sigan_sim", in_sig=None, out_sig=[np.complex64])
+        use_large_buffers(self, gr.sizeof_gr_complex)
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive kelvin, got {temperature!r}")
+        self._lock = threading.RLock()
         self.sample_rate = float(sample_rate)
         self.frequency = float(frequency)
         self.gain = float(gain)
@@ -143,6 +149,7 @@ class sigan_sim(gr.sync_block):
         self._clock = SampleClock(self.sample_rate) if paced else None
         self._retag = True
         self._overloaded = False
+        self._last_clip = 0  # sample index of the last clipped sample
         self._announce_sensor = True
         self.started = False
 
@@ -160,44 +167,50 @@ class sigan_sim(gr.sync_block):
 
     def set_noise_figure(self, noise_figure: float) -> None:
         """Thermal noise of k * temperature * sample_rate raised by ``noise_figure`` dB."""
-        self.noise_figure = float(noise_figure)
-        noise_watts = (
-            BOLTZMANN * self.temperature * self.sample_rate * 10.0 ** (noise_figure / 10.0)
-        )
-        # E|n|^2 = 2 R P, split evenly between I and Q.
-        self._noise_sigma = math.sqrt(2.0 * self.load_ohms * noise_watts / 2.0)
+        with self._lock:
+            self.noise_figure = float(noise_figure)
+            noise_watts = (
+                BOLTZMANN * self.temperature * self.sample_rate * 10.0 ** (noise_figure / 10.0)
+            )
+            # E|n|^2 = 2 R P, split evenly between I and Q.
+            self._noise_sigma = math.sqrt(2.0 * self.load_ohms * noise_watts / 2.0)
 
     def set_max_input_power(self, max_input_power: float | None) -> None:
         """Clip above ``max_input_power`` dBm at the reference point (None: never)."""
-        self._clip_amplitude = (
-            None
-            if max_input_power is None
-            else math.sqrt(2.0 * self.load_ohms * dbm_to_watts(max_input_power))
-        )
+        with self._lock:
+            self._clip_amplitude = (
+                None
+                if max_input_power is None
+                else math.sqrt(2.0 * self.load_ohms * dbm_to_watts(max_input_power))
+            )
 
     def set_frequency(self, frequency: float) -> None:
         """Retune; the next sample is tagged with the new ``rx_freq`` and its ``rx_time``."""
-        self.frequency = float(frequency)
-        self._retag = True
+        with self._lock:
+            self.frequency = float(frequency)
+            self._retag = True
 
     def restate_tags(self) -> None:
         """Tag the next sample with ``rx_time``, ``rx_freq`` and ``rx_rate`` again."""
-        self._retag = True
+        with self._lock:
+            self._retag = True
 
     def set_gain(self, gain: float) -> None:
         """Change the gain from the next sample on, which restates the radio tags."""
-        self.gain = float(gain)
-        self._announce_sensor = True
-        self._retag = True
+        with self._lock:
+            self.gain = float(gain)
+            self._announce_sensor = True
+            self._retag = True
 
     def set_sample_rate(self, sample_rate: float) -> None:
         """Change the rate from the next sample on, which is tagged with the new
         ``rx_rate``, ``rx_freq`` and its ``rx_time``. The noise follows the rate;
         signals outside the new band are not seen (ValueError for a bad rate)."""
-        sample_rate = float(sample_rate)
-        if not sample_rate > 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
-        self._pending_rate = sample_rate
+        with self._lock:
+            sample_rate = float(sample_rate)
+            if not sample_rate > 0:
+                raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
+            self._pending_rate = sample_rate
 
     def _apply_rate(self, first: int) -> None:
         # Called from work(), so that the samples already emitted keep the old rate.
@@ -214,41 +227,66 @@ class sigan_sim(gr.sync_block):
         self._retag = True
 
     def work(self, input_items, output_items):
-        out = output_items[0]
-        first = self.nitems_written(0)
-        if self._pending_rate is not None:
-            self._apply_rate(first)
-        count = len(out) if self._clock is None else self._clock.allowance(len(out))
-        out = out[:count]
-        if self._retag:
-            self._retag = False
-            time = self._anchor_time.plus((first - self._anchor_item) / self.sample_rate)
-            tags.add_radio_tags(self, first, time, self.frequency, self.sample_rate)
-        if self.noise:
-            gaussian = self._rng.standard_normal(2 * count, dtype=np.float32)
-            out[:] = gaussian.view(np.complex64) * np.float32(self._noise_sigma)
-        else:
-            out[:] = 0
-        for emitter in self._emitters:
-            emitter.add_to(out, first, self.sample_rate)
-        self._clip(out, first)
-        if self.gain:
-            out *= np.float32(10.0 ** (self.gain / 20.0))
-        if self._clock is not None:
-            self._clock.emitted(count)
-        return count
+        # Settings change between work() calls, never within one: a retune tags the
+        # first sample made with the new settings.
+        with self._lock:
+            out = output_items[0]
+            first = self.nitems_written(0)
+            if self._pending_rate is not None:
+                self._apply_rate(first)
+            count = len(out) if self._clock is None else self._clock.allowance(len(out))
+            out = out[:count]
+            if self._retag:
+                self._retag = False
+                time = self._anchor_time.plus((first - self._anchor_item) / self.sample_rate)
+                tags.add_radio_tags(self, first, time, self.frequency, self.sample_rate)
+            if self.noise:
+                gaussian = self._rng.standard_normal(2 * count, dtype=np.float32)
+                out[:] = gaussian.view(np.complex64) * np.float32(self._noise_sigma)
+            else:
+                out[:] = 0
+            for emitter in self._emitters:
+                emitter.add_to(out, first, self.sample_rate)
+            self._clip(out, first)
+            if self.gain:
+                out *= np.float32(10.0 ** (self.gain / 20.0))
+            if self._clock is not None:
+                self._clock.emitted(count)
+            return count
 
     def _clip(self, out: np.ndarray, first: int) -> None:
-        overloaded, onset = False, first
+        """Clip like an ADC and tag each change of the overload state at its sample.
+
+        An overload lasts from a clipped sample until ``OVERLOAD_HOLD`` samples pass
+        without clipping, so that a signal hovering at the limit is one span, not one
+        per sample; it is tagged as ending just after its last clipped sample.
+        """
+        clipped = np.empty(0, dtype=np.int64)
         if self._clip_amplitude is not None:
             magnitude = np.abs(out)
             over = magnitude > self._clip_amplitude
-            overloaded = bool(over.any())
-            if overloaded:
-                onset = first + int(np.argmax(over))
+            if over.any():
                 out[over] *= (self._clip_amplitude / magnitude[over]).astype(np.float32)
-        if overloaded != self._overloaded or self._announce_sensor:
-            self._overloaded = overloaded
-            self._announce_sensor = False
-            state = {"overload_sigan": overloaded, "gain_setting_sigan": self.gain}
-            self.add_item_tag(0, onset, tags.SENSOR, tags.dict_to_pmt(state))
+                clipped = first + np.flatnonzero(over)
+        state = self._overloaded
+        events = [(first, state)] if self._announce_sensor else []
+        if clipped.size:
+            previous = np.concatenate(
+                ([self._last_clip if state else -2 * OVERLOAD_HOLD], clipped[:-1])
+            )
+            for start in np.flatnonzero(clipped - previous > OVERLOAD_HOLD):
+                if state:
+                    events.append((max(int(previous[start]) + 1, first), False))
+                events.append((int(clipped[start]), True))
+                state = True
+            self._last_clip = int(clipped[-1])
+        if state and first + len(out) - 1 - self._last_clip >= OVERLOAD_HOLD:
+            events.append((max(self._last_clip + 1, first), False))
+            state = False
+        self._overloaded, self._announce_sensor = state, False
+        announced: dict[int, bool] = {}
+        for offset, overloaded in events:  # a later event at the same sample wins
+            announced[offset] = overloaded
+        for offset, overloaded in announced.items():
+            sensor_state = {"overload_sigan": overloaded, "gain_setting_sigan": self.gain}
+            self.add_item_tag(0, offset, tags.SENSOR, tags.dict_to_pmt(sensor_state))

@@ -15,6 +15,7 @@ from gnuradio import gr
 
 from . import tags
 from .calibration import CalibrationTable
+from .items import use_large_buffers
 from .sigan_sim import sigan_sim
 from .sigmf_source import SigMFReplayError, sigmf_source
 
@@ -738,6 +739,9 @@ class sigan_source(gr.hier_block2):
             )
         opener = _open_uhd if self.kind == "uhd" else _open_osmosdr
         self._radio = opener(self.args, self.channel)[0]
+        # The Python blocks downstream keep up with the device only in large chunks.
+        port = 0 if self.kind == "uhd" else self.channel  # UHD streams only that channel
+        use_large_buffers(self._radio, gr.sizeof_gr_complex, port)
         try:
             if self.kind == "uhd":
                 self._setup_uhd(frequency, sample_rate, gain)
@@ -774,6 +778,7 @@ class sigan_source(gr.hier_block2):
         if self.antenna:
             self._radio.set_antenna(self.antenna, self.channel)
         self._tagger = _host_clock_tagger(self.frequency, self.sample_rate)
+        use_large_buffers(self._tagger, gr.sizeof_gr_complex)
         self.connect((self._radio, self.channel), self._tagger, self)
         self._unused = [blocks.null_sink(gr.sizeof_gr_complex) for _ in range(len(others))]
         for other, sink in zip(others, self._unused, strict=True):

@@ -9,6 +9,7 @@ import numpy as np
 from gnuradio import gr
 
 from . import tags
+from .items import use_large_buffers
 from .sample_clock import SampleClock
 
 _DATATYPE = re.compile(
@@ -71,6 +72,8 @@ class _Recording:
         self.full_scale = _FULL_SCALE.get(fmt)
         self.unsigned = fmt.startswith("u")
         self.sample_bytes = self.component.itemsize * (2 if self.is_complex else 1)
+        # cf32_le / rf32_le on a little-endian host: the file holds the output items.
+        self.native = self.component == np.dtype(np.float32)
         self.sample_rate = header.get("core:sample_rate")
         if not isinstance(self.sample_rate, int | float) or self.sample_rate <= 0:
             raise SigMFReplayError(f"{self.meta_path}: core:sample_rate missing or not positive")
@@ -193,6 +196,7 @@ class sigmf_source(gr.sync_block):
             in_sig=None,
             out_sig=[np.complex64 if output_type == "complex" else np.float32],
         )
+        use_large_buffers(self, 8 if output_type == "complex" else 4)
         self.repeat = bool(repeat)
         self.scale = scale
         self._clock = SampleClock(self.recording.sample_rate) if paced else None
@@ -243,10 +247,16 @@ class sigmf_source(gr.sync_block):
         count = min(len(out), recording.samples - self._position)
         if self._clock is not None:
             count = self._clock.allowance(count)
-        raw = np.fromfile(
-            self._data, dtype=recording.component, count=count * (2 if recording.is_complex else 1)
-        )
-        recording.convert(raw, out[:count], self.scale)
+        if recording.native and self.scale is None:
+            # Read straight into the output buffer: no intermediate copies.
+            count = self._data.readinto(out[:count].view(np.uint8)) // recording.sample_bytes
+        else:
+            raw = np.fromfile(
+                self._data,
+                dtype=recording.component,
+                count=count * (2 if recording.is_complex else 1),
+            )
+            recording.convert(raw, out[:count], self.scale)
         self._tag(self._position, count)
         self._position += count
         if self._clock is not None:

@@ -5,6 +5,7 @@ import pmt
 from gnuradio import gr
 
 from . import tags
+from .items import use_large_buffers
 
 WORK_DONE = -1  # general_work result that ends the flowgraph
 
@@ -25,6 +26,7 @@ class skip_after_tune(gr.basic_block):
         gr.basic_block.__init__(
             self, name=self.BLOCK_NAME, in_sig=[np.complex64], out_sig=[np.complex64]
         )
+        use_large_buffers(self, gr.sizeof_gr_complex)
         if isinstance(nskip, bool) or int(nskip) != nskip or nskip < 0:
             raise ValueError(f"nskip must be a whole number of samples >= 0, got {nskip!r}")
         self.set_tag_propagation_policy(gr.TPP_DONT)
