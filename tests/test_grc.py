@@ -31,7 +31,6 @@ from gnuradio.grc.core.platform import Platform
 REPO = Path(__file__).resolve().parents[1]
 GRC_DIR = REPO / "grc"
 FLOWGRAPH = REPO / "tests" / "data" / "all_blocks.grc"
-GRCC = "/usr/bin/grcc"
 
 CATEGORIES = {
     "sigan_source": "Sources",
@@ -373,7 +372,7 @@ def _annotations(meta: dict, annotation_type: str) -> list[dict]:
     return [a for a in meta["annotations"] if a.get("scos-core:annotation_type") == annotation_type]
 
 
-def test_all_blocks_flowgraph_compiles_with_grcc_and_runs(tmp_path):
+def test_all_blocks_flowgraph_compiles_with_grcc_and_runs(tmp_path, grcc):
     data = _flowgraph_data()
     variables = _variables(data)
     fft_size, nffts = variables["fft_size"], variables["nffts"]
@@ -385,18 +384,7 @@ def test_all_blocks_flowgraph_compiles_with_grcc_and_runs(tmp_path):
     _make_replay_recording(replay, 3000)
 
     env = dict(os.environ, GRC_BLOCKS_PATH=str(GRC_DIR), HOME=str(tmp_path / "home"))
-    build = tmp_path / "build"
-    compiled = subprocess.run(
-        [sys.executable, GRCC, "-o", str(build), str(FLOWGRAPH)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
-    program = build / "all_blocks.py"
-    assert program.is_file(), compiled.stdout + compiled.stderr
+    program = grcc(FLOWGRAPH, tmp_path / "build")
     source = program.read_text()
     # The fixture turns GNU Radio's exception catching off, so a block that raises
     # in work() aborts the program instead of ending the flowgraph quietly.
