@@ -68,6 +68,19 @@ class qa_step_tuner(gr_unittest.TestCase):
         ratio = noise_watts(samples[5000:]) / noise_watts(samples[:5000])
         self.assertAlmostEqual(10 * np.log10(ratio), 20.0, delta=0.3)
 
+    def test_a_source_started_elsewhere_is_tuned_to_the_first_step(self):
+        tb = gr.top_block(catch_exceptions=False)
+        tb.source = scos.sigan_source("sim", 5e9, 2e6)
+        tb.steps = scos.step_tuner([1e9], 1e6, 0.0, 2.0)
+        tb.sink = scos.sigmf_sink(str(self.out / "iq"), "complex", split_on_retune=True)
+        tb.connect(tb.source, tb.steps, tb.sink)
+        tb.msg_connect(tb.steps, "command", tb.source, "command")
+        tb.run()
+        (meta,) = [json.loads(Path(path).read_text()) for path in tb.sink.recordings]
+        self.assertEqual(meta["captures"][0]["core:frequency"], 1e9)
+        self.assertEqual(meta["global"]["core:sample_rate"], 1e6)
+        self.assertEqual(len(self.data(0)), 2000)
+
     def test_bad_steps_are_refused(self):
         cases = [
             ({"frequencies": []}, r"non-empty list"),

@@ -82,10 +82,15 @@ class step_tuner(skip_after_tune):
         # What answers it: tags showing the step's settings, or (a gain-only step) the
         # next rx_freq tag, which the source restates when it applies any command.
         self._any_retag = False
+        self._commanded = False  # whether this step's settings were sent to the source
+        self._retag_seen = False  # an rx_freq tag came since the last command
 
     def start(self) -> bool:
-        self._any_retag = False
-        self._command(0)
+        # The source normally starts at the first step's settings; it is commanded
+        # only if its first tags say otherwise, so that no needless retune is in
+        # flight (its tags would look like the answer to the next step's command).
+        self._any_retag = self._commanded = self._retag_seen = False
+        self._waiting_since = time.monotonic()
         return True
 
     def _command(self, step: int) -> None:
@@ -95,6 +100,7 @@ class step_tuner(skip_after_tune):
             "gain": self.gains[step],
         }
         self._waiting_since = time.monotonic()
+        self._commanded, self._retag_seen = True, False
         self.message_port_pub(pmt.intern(COMMAND_PORT), tags.dict_to_pmt(settings))
 
     def _settled(self) -> bool:
@@ -108,18 +114,22 @@ class step_tuner(skip_after_tune):
 
     def _note(self, tag) -> None:
         skip_after_tune._note(self, tag)
-        if self._waiting_since is None:
-            return
-        if self._settled() if not self._any_retag else pmt.eq(tag.key, tags.RX_FREQ):
-            self._waiting_since = None
-            self._to_skip = self.nskip
+        if pmt.eq(tag.key, tags.RX_FREQ):
+            self._retag_seen = True
 
     def _retuned(self) -> None:
         """Skipping follows the steps, not every rx_freq change."""
 
     def _droppable(self, available: int) -> int:
+        # Called once all tags at the current sample are noted.
         if self._waiting_since is None:
             return skip_after_tune._droppable(self, available)
+        if self._settled() if not self._any_retag else self._retag_seen:
+            self._waiting_since = None
+            self._to_skip = self.nskip
+            return skip_after_tune._droppable(self, available)
+        if not self._commanded and self._retag_seen:
+            self._command(self.step)  # the source started elsewhere than the first step
         waited = time.monotonic() - self._waiting_since
         if waited > self.retune_timeout:
             raise RuntimeError(
