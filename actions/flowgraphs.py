@@ -34,11 +34,16 @@ class Flowgraph:
 
     def load(self) -> type:
         """The flowgraph's top-block class."""
-        return _top_block_class(self.name, _import(self.source))
+        return load_class(self.name, self.source)
 
     def flowgraph_arguments(self, values: dict[str, object]) -> dict[str, object]:
         """``values`` by action-level name as keyword arguments of the flowgraph."""
         return {parameters.FLOWGRAPH_NAMES.get(name, name): value for name, value in values.items()}
+
+
+def load_class(name: str, source: str) -> type:
+    """The top-block class ``name`` of ``source`` (a module name or a .py path)."""
+    return _top_block_class(name, _import(source))
 
 
 def _import(source: str):

@@ -80,6 +80,14 @@ class _Emitter:
         out += wave.astype(np.complex64)
 
 
+def check_signals(tones=(), bursts=()) -> None:
+    """ValueError naming the entry (``tones[0]: ...``) unless every tone and burst is
+    well formed; whether it falls in the band depends on each acquisition's rate."""
+    for kind, specs in (("tones", tones), ("bursts", bursts)):
+        for index, spec in enumerate(specs):
+            _Emitter(spec, kind, index, sample_rate=1.0, load_ohms=50.0)
+
+
 class sigan_sim(gr.sync_block):
     """A signal analyzer that needs no hardware, with known, calibrated signals.
 
@@ -151,11 +159,6 @@ class sigan_sim(gr.sync_block):
         self._overloaded = False
         self._last_clip = 0  # sample index of the last clipped sample
         self._announce_sensor = True
-        self.started = False
-
-    def start(self) -> bool:
-        self.started = True
-        return True
 
     def _make_emitters(self, sample_rate: float) -> list[_Emitter]:
         emitters = [

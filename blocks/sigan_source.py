@@ -601,8 +601,9 @@ class sigan_source(gr.hier_block2):
     def command(self, settings: dict) -> None:
         """Apply a ``command`` message: ``rate``, ``gain`` and ``freq``, each optional.
 
-        A command that changes anything makes the next samples carry ``rx_freq``,
-        ``rx_rate`` and ``rx_time`` again, so that ``step_tuner`` sees when it took effect.
+        The next samples carry ``rx_freq``, ``rx_rate`` and ``rx_time`` again, so that
+        ``step_tuner`` sees when it took effect: the simulator and osmosdr devices
+        restate them for any command, UHD for every tune (``freq``).
         """
         unknown = set(settings) - {"freq", "rate", "gain"}
         if unknown:

@@ -47,12 +47,12 @@ class Catalog:
     limits: Limits
 
     @classmethod
-    def load(cls, config: Config, facts: dict | None = None) -> "Catalog":
-        """Everything the sensor's configuration defines, checked; with ``facts`` (a
-        ``probe`` of the signal analyzer) the actions are checked against its ranges too."""
+    def load(cls, config: Config) -> "Catalog":
+        """Everything the sensor's configuration defines, checked against the sensor
+        definition (``prepare`` checks a run against the device's ranges too)."""
         config.check()
         flowgraphs = discover(config.flowgraph_dirs())
-        limits = sensor_limits(config, facts)
+        limits = sensor_limits(config, None)
         accepted = {name: flowgraph.parameters for name, flowgraph in flowgraphs.items()}
         actions = load_actions(config.file(ACTIONS_FILE), accepted, limits)
         return cls(config, flowgraphs, actions, limits)
@@ -80,17 +80,13 @@ def sensor_limits(config: Config, facts: dict | None) -> Limits:
 
 @dataclass(frozen=True)
 class Prepared:
-    """An action ready to run: its checked parameters and the device facts."""
+    """An action ready to run: its checked parameters and the kind of device."""
 
     action: Action
     flowgraph: Flowgraph
     values: dict[str, object]
     device: str
-    facts: dict
-
-    @property
-    def replay(self) -> bool:
-        return parse_device(self.device)[0] == "replay"
+    kind: str  # of the device: sim, replay, uhd or osmosdr
 
 
 def prepare(catalog: Catalog, name: str, overrides: Mapping[str, object], device: str) -> Prepared:
@@ -112,7 +108,7 @@ def prepare(catalog: Catalog, name: str, overrides: Mapping[str, object], device
     except parameters.ParameterError as error:
         where = f"replay of {device.partition(':')[2]}" if kind == "replay" else device
         raise AcquireError(f"action {name!r} on {where}: parameter {error}") from None
-    return Prepared(action, flowgraph, values, device, facts)
+    return Prepared(action, flowgraph, values, device, kind)
 
 
 def _replay_defaults(action: Action, overrides: dict, flowgraph: Flowgraph, facts: dict) -> dict:
@@ -140,7 +136,7 @@ def global_metadata(
 ) -> tuple[dict, str, str]:
     """(SigMF global keys, calibration file, reference point) for the run."""
     extensions: dict = {"scos-sensor:sensor": config.sensor}
-    if prepared.replay:
+    if prepared.kind == "replay":
         # Replayed samples are already calibrated: keep the recording's calibration.
         replayed = json.loads(Path(prepared.device.partition(":")[2]).read_text())["global"]
         calibration_datetime = replayed.get("scos-sensor:calibration_datetime")
@@ -199,7 +195,7 @@ def acquire(
         "output": str(output),
         "global_extensions": extensions,
     }
-    if parse_device(device)[0] == "sim":
+    if prepared.kind == "sim":
         runtime["sim_tones"] = config.simulator["tones"]
         runtime["sim_bursts"] = config.simulator["bursts"]
     accepted = prepared.flowgraph.parameters

@@ -82,7 +82,7 @@ class Config:
     @cached_property
     def simulator(self) -> dict:
         """``{"tones": [...], "bursts": [...]}`` for the simulator, checked."""
-        from gnuradio.scos import sigan_sim
+        from gnuradio.scos.sigan_sim import check_signals
 
         path = self.file(SIMULATOR_FILE)
         document = sensor.read_yaml_mapping(path)
@@ -94,8 +94,7 @@ class Config:
             if not isinstance(specs, list):
                 raise ConfigError([f"{path}: {kind} must be a list"])
         try:
-            # Checks every field; offsets are checked against each action's rate later.
-            sigan_sim(sample_rate=math.inf, **signals)
+            check_signals(**signals)
         except ValueError as error:
             raise ConfigError([f"{path}: {error}"]) from None
         return signals

@@ -157,7 +157,7 @@ def _crash_reason(code: int, stderr: str) -> str:
 def _child() -> int:
     from gnuradio import scos
 
-    from grscos.actions.flowgraphs import Flowgraph
+    from grscos.actions.flowgraphs import load_class
 
     # Events own the real stdout; anything else printed goes to stderr.
     events = os.fdopen(os.dup(1), "w", buffering=1)
@@ -170,8 +170,7 @@ def _child() -> int:
     request = json.load(sys.stdin)
     began = time.monotonic()
     try:
-        cls = Flowgraph(request["name"], request["source"], {}).load()
-        top = cls(**request["arguments"])
+        top = load_class(request["name"], request["source"])(**request["arguments"])
     except Exception as error:  # any failure to build is the task's failure, reported
         emit({"event": "error", "message": _one_line(error)})
         return 1
