@@ -134,7 +134,8 @@ class sigan_sim(gr.sync_block):
             raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive kelvin, got {temperature!r}")
-        self._lock = threading.RLock()
+        # Held by work() and every setter; hold it to change several settings at once.
+        self.settings_lock = threading.RLock()
         self.sample_rate = float(sample_rate)
         self.frequency = float(frequency)
         self.gain = float(gain)
@@ -170,7 +171,7 @@ class sigan_sim(gr.sync_block):
 
     def set_noise_figure(self, noise_figure: float) -> None:
         """Thermal noise of k * temperature * sample_rate raised by ``noise_figure`` dB."""
-        with self._lock:
+        with self.settings_lock:
             self.noise_figure = float(noise_figure)
             noise_watts = (
                 BOLTZMANN * self.temperature * self.sample_rate * 10.0 ** (noise_figure / 10.0)
@@ -180,7 +181,7 @@ class sigan_sim(gr.sync_block):
 
     def set_max_input_power(self, max_input_power: float | None) -> None:
         """Clip above ``max_input_power`` dBm at the reference point (None: never)."""
-        with self._lock:
+        with self.settings_lock:
             self._clip_amplitude = (
                 None
                 if max_input_power is None
@@ -189,18 +190,18 @@ class sigan_sim(gr.sync_block):
 
     def set_frequency(self, frequency: float) -> None:
         """Retune; the next sample is tagged with the new ``rx_freq`` and its ``rx_time``."""
-        with self._lock:
+        with self.settings_lock:
             self.frequency = float(frequency)
             self._retag = True
 
     def restate_tags(self) -> None:
         """Tag the next sample with ``rx_time``, ``rx_freq`` and ``rx_rate`` again."""
-        with self._lock:
+        with self.settings_lock:
             self._retag = True
 
     def set_gain(self, gain: float) -> None:
         """Change the gain from the next sample on, which restates the radio tags."""
-        with self._lock:
+        with self.settings_lock:
             self.gain = float(gain)
             self._announce_sensor = True
             self._retag = True
@@ -209,7 +210,7 @@ class sigan_sim(gr.sync_block):
         """Change the rate from the next sample on, which is tagged with the new
         ``rx_rate``, ``rx_freq`` and its ``rx_time``. The noise follows the rate;
         signals outside the new band are not seen (ValueError for a bad rate)."""
-        with self._lock:
+        with self.settings_lock:
             sample_rate = float(sample_rate)
             if not sample_rate > 0:
                 raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
@@ -232,7 +233,7 @@ class sigan_sim(gr.sync_block):
     def work(self, input_items, output_items):
         # Settings change between work() calls, never within one: a retune tags the
         # first sample made with the new settings.
-        with self._lock:
+        with self.settings_lock:
             out = output_items[0]
             first = self.nitems_written(0)
             if self._pending_rate is not None:

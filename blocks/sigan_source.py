@@ -839,9 +839,10 @@ class sigan_source(gr.hier_block2):
             return
         if self.kind == "sim":
             self._check_sim(frequency=frequency)
-            self.frequency = float(frequency)
-            self._recalibrate_sim()
-            self._sim.set_frequency(self.frequency)
+            with self._sim.settings_lock:  # no samples made with half the new settings
+                self.frequency = float(frequency)
+                self._recalibrate_sim()
+                self._sim.set_frequency(self.frequency)
             return
         check_settings(self.ranges, frequency=frequency, where=self._where)
         self._set_frequency(float(frequency))
@@ -882,12 +883,13 @@ class sigan_source(gr.hier_block2):
         if self.kind == "sim":
             if sample_rate == self.sample_rate:
                 return
-            try:
-                self._sim.set_sample_rate(sample_rate)
-            except ValueError as error:
-                raise SiganError(f"sim: {error}") from None
-            self.sample_rate = sample_rate
-            self._recalibrate_sim()
+            with self._sim.settings_lock:
+                try:
+                    self._sim.set_sample_rate(sample_rate)
+                except ValueError as error:
+                    raise SiganError(f"sim: {error}") from None
+                self.sample_rate = sample_rate
+                self._recalibrate_sim()
             return
         self._set_rate(sample_rate)
         if self.kind == "osmosdr":
