@@ -8,12 +8,18 @@ from pathlib import Path
 
 from gnuradio.scos.calibration import CalibrationError
 from gnuradio.scos.windows import WINDOW_NAMES
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__, selftest
 from .acquire import Catalog, RunError, acquire, recording_name
 from .actions import parameters
 from .config import Config, default_device
 from .measurement import ChainSettings
+from .settings import Settings
+from .storage import users
+from .storage.database import Database
+from .storage.models import ScheduleEntry, User
 
 logger = logging.getLogger("grscos")
 
@@ -126,6 +132,38 @@ def _actions(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _users(arguments: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    database = Database(settings.database_url, settings.data_dir)
+    database.upgrade()
+    with database.session() as db:
+        if arguments.users_command == "add":
+            user, token = users.create_user(db, arguments.name, arguments.admin)
+            db.flush()
+            role = "admin" if user.is_admin else "user"
+            print(f"created {role} {user.username} (id {user.id}); its API token:")
+            print(token)
+        elif arguments.users_command == "list":
+            for user in db.scalars(select(User).order_by(User.id)):
+                role = "admin" if user.is_admin else "user"
+                print(f"{user.id:>5}  {role:<5}  {user.username}")
+        elif arguments.users_command == "rotate":
+            user = users.find_user(db, arguments.name)
+            token = users.new_token(db, user)
+            print(f"new API token of {user.username} (the old one no longer works):")
+            print(token)
+        else:
+            user = users.find_user(db, arguments.name)
+            owned = db.scalar(select(func.count()).where(ScheduleEntry.owner_id == user.id))
+            if owned:
+                raise users.UserError(
+                    f"{user.username} owns {owned} schedule entries: delete them first"
+                )
+            db.delete(user)
+            print(f"removed {user.username}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gr-scos", description="IEEE 802.15.22.3 (SCOS) spectrum sensor"
@@ -182,6 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("actions", help="list the configured actions and parameters")
     listing.add_argument("--config", help=config_help)
     listing.set_defaults(handler=_actions)
+
+    accounts = commands.add_parser(
+        "users", help="manage API users in the sensor's database ($SCOS_HOME, $SCOS_DATABASE_URL)"
+    )
+    account_commands = accounts.add_subparsers(dest="users_command", required=True)
+    add = account_commands.add_parser("add", help="create a user; prints its token last")
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="may see and change everything")
+    account_commands.add_parser("list", help="list the users")
+    rotate = account_commands.add_parser("rotate", help="replace a user's token; prints it last")
+    rotate.add_argument("name")
+    remove = account_commands.add_parser("remove", help="delete a user that owns no entries")
+    remove.add_argument("name")
+    accounts.set_defaults(handler=_users)
     return parser
 
 
@@ -193,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return arguments.handler(arguments)
-    except (ValueError, CalibrationError, OSError, RunError) as error:
+    except (ValueError, CalibrationError, OSError, RunError, SQLAlchemyError) as error:
         reason = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
         print(f"gr-scos {arguments.command}: error: {reason}", file=sys.stderr)
         return 2

@@ -1,1 +1,1 @@
-"""The scheduler, the ZeroMQ-controlled runner process that executes one task each, and callbacks."""
+"""The scheduler: task times, waking on schedule changes, and (next) the runner."""

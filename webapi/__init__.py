@@ -1,1 +1,5 @@
-"""The Flask-RESTX application serving the SCOS HTTP API (IEEE 802.15.22.3, 8.2.1)."""
+"""The SCOS HTTP API (Flask-RESTX): one namespace per resource, token or JWT auth."""
+
+from .app import create_app
+
+__all__ = ["create_app"]

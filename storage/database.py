@@ -1,0 +1,147 @@
+"""Engines, sessions and migrations for SQLite (default) and PostgreSQL.
+
+SQLite runs in WAL mode with a busy timeout, so the API workers and the scheduler
+(separate processes) read while one of them writes, and a writer waits for another
+instead of failing. Data files of deleted acquisitions are removed after the
+deleting transaction commits, and only then: a rolled-back delete loses nothing.
+"""
+
+import contextlib
+import fcntl
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import Acquisition
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# pg_advisory_lock key for migrations: "scos" in ASCII.
+_MIGRATION_LOCK = 0x73636F73
+_DOOMED = "grscos_doomed_files"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection, _record):
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT and
+        # locking order; issue BEGIN ourselves (SQLAlchemy's documented recipe).
+        @event.listens_for(engine, "connect")
+        def _no_implicit_begin(connection, _record):
+            connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection):
+            connection.exec_driver_sql("BEGIN")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class Database:
+    """One database: its engine, sessions, migrations and the data directory whose
+    files its acquisitions own."""
+
+    def __init__(self, url: str, data_dir: str | Path):
+        self.url = url
+        self.data_dir = Path(data_dir)
+        self.engine = make_engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self.sessions, "after_flush", _collect_doomed_files)
+        event.listen(self.sessions, "after_commit", self._remove_doomed_files)
+        event.listen(self.sessions, "after_soft_rollback", _forget_doomed_files)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits when the block ends and rolls back on an error."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration; safe when several processes
+        start at once (an advisory lock on PostgreSQL, a file lock on SQLite)."""
+        with self._migration_lock(), self.engine.begin() as connection:
+            alembic = AlembicConfig()
+            alembic.set_main_option("script_location", str(MIGRATIONS))
+            alembic.attributes["connection"] = connection
+            command.upgrade(alembic, "head")
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
+                try:
+                    yield
+                finally:
+                    connection.execute(
+                        text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK}
+                    )
+            return
+        database = make_url(self.url).database
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate-lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def data_file(self, relative: str) -> Path:
+        return self.data_dir / relative
+
+    def _remove_doomed_files(self, session: Session) -> None:
+        for relative in session.info.pop(_DOOMED, ()):
+            data = self.data_file(relative)
+            for path in (data, data.with_suffix(".sigmf-meta")):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as error:
+                    logger.error("cannot remove %s of a deleted acquisition: %s", path, error)
+            _remove_empty_parents(data.parent, self.data_dir)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _collect_doomed_files(session: Session, _context) -> None:
+    doomed = [obj.data_path for obj in session.deleted if isinstance(obj, Acquisition)]
+    if doomed:
+        session.info.setdefault(_DOOMED, []).extend(doomed)
+
+
+def _forget_doomed_files(session: Session, _transaction) -> None:
+    session.info.pop(_DOOMED, None)
+
+
+def _remove_empty_parents(directory: Path, root: Path) -> None:
+    """Remove the task's now empty folders, never ``root`` itself."""
+    while directory != root and root in directory.parents:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+        directory = directory.parent

@@ -1,0 +1,59 @@
+"""``/capabilities`` (Table 6): the sensor definition and the actions the user may
+schedule (admin-only actions are listed for admins alone)."""
+
+from flask import g
+from flask_restx import Namespace, fields
+
+from .auth import AuthenticatedResource
+from .common import error_model, sensor_app
+
+ns = Namespace("capabilities", description="Sensor capabilities (Table 6)", path="/capabilities")
+error = error_model(ns)
+
+action_model = ns.model(
+    "Action",
+    {
+        "name": fields.String(required=True, description="what a schedule entry names"),
+        "summary": fields.String(required=True),
+        "description": fields.String(),
+        "admin_only": fields.Boolean(required=True, description="schedulable by admins only"),
+        "max_run_time": fields.Float(required=True, description="seconds before it is stopped"),
+        "parameters": fields.Raw(
+            required=True, description="the flowgraph parameters the action runs with"
+        ),
+    },
+)
+capabilities_model = ns.model(
+    "Capabilities",
+    {
+        "sensor": fields.Raw(required=True, description="the Sensor object (Table 37)"),
+        "actions": fields.List(fields.Nested(action_model, skip_none=True), required=True),
+    },
+)
+
+
+@ns.route("", endpoint="capabilities")
+@ns.response(401, "No or bad credentials", error)
+class Capabilities(AuthenticatedResource):
+    @ns.doc("get_capabilities")
+    @ns.marshal_with(capabilities_model, description="Table 6")
+    def get(self):
+        """The sensor (Table 37) and the actions the user may schedule (Table 22)."""
+        sensor = sensor_app()
+        catalog = sensor.catalog
+        actions = []
+        for action in sorted(catalog.actions.values(), key=lambda action: action.name):
+            if action.admin_only and not g.user.is_admin:
+                continue
+            flowgraph = catalog.flowgraphs[action.flowgraph]
+            actions.append(
+                {
+                    "name": action.name,
+                    "summary": action.summary,
+                    "description": action.description or None,
+                    "admin_only": action.admin_only,
+                    "max_run_time": action.max_run_time,
+                    "parameters": action.resolve({}, catalog.limits, flowgraph.parameters),
+                }
+            )
+        return {"sensor": sensor.config.sensor, "actions": actions}

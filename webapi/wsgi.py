@@ -1,0 +1,6 @@
+"""The WSGI application for gunicorn: ``gunicorn grscos.webapi.wsgi:app``, configured
+by the environment (``grscos.settings``)."""
+
+from .app import create_app
+
+app = create_app()
