@@ -11,6 +11,7 @@ venv="$repo/.venv"
 debian_packages=(
     gnuradio gnuradio-dev gr-osmosdr python3-uhd uhd-host
     python3-venv python3-pip python3-numpy python3-yaml python3-zmq
+    postgresql wrk
     cmake make g++ pkg-config git sudo
 )
 

@@ -27,6 +27,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # pg_advisory_lock key for migrations: "scos" in ASCII.
 _MIGRATION_LOCK = 0x73636F73
 _DOOMED = "grscos_doomed_files"
+_SQLITE_BEGIN = "grscos_sqlite_begin"
 
 
 def make_engine(url: str) -> Engine:
@@ -52,9 +53,14 @@ def make_engine(url: str) -> Engine:
         def _no_implicit_begin(connection, _record):
             connection.isolation_level = None
 
+        # A session that writes begins IMMEDIATE (``Database.write_sessions``): it takes
+        # the write lock at once, waiting for another writer. A deferred transaction
+        # that has read cannot wait when it comes to write: SQLite fails it at once
+        # with "database is locked" (its snapshot would be stale).
         @event.listens_for(engine, "begin")
         def _begin(connection):
-            connection.exec_driver_sql("BEGIN")
+            mode = connection.get_execution_options().get(_SQLITE_BEGIN, "")
+            connection.exec_driver_sql(f"BEGIN {mode}".rstrip())
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -68,15 +74,23 @@ class Database:
         self.url = url
         self.data_dir = Path(data_dir)
         self.engine = make_engine(url)
+        # sessions: for reading (on SQLite they never wait for a writer);
+        # write_sessions: for work that writes (on SQLite they wait for other writers).
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        event.listen(self.sessions, "after_flush", _collect_doomed_files)
-        event.listen(self.sessions, "after_commit", self._remove_doomed_files)
-        event.listen(self.sessions, "after_soft_rollback", _forget_doomed_files)
+        self.write_sessions = sessionmaker(
+            self.engine.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"}), expire_on_commit=False
+        )
+        for sessions in (self.sessions, self.write_sessions):
+            event.listen(sessions, "persistent_to_deleted", _doom_files)
+            event.listen(sessions, "deleted_to_persistent", _spare_files)
+            event.listen(sessions, "after_commit", self._remove_doomed_files)
+            event.listen(sessions, "after_transaction_end", _forget_doomed_files)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
-        """A session that commits when the block ends and rolls back on an error."""
-        with self.sessions() as session, session.begin():
+        """A session that writes: it commits when the block ends and rolls back on an
+        error."""
+        with self.write_sessions() as session, session.begin():
             yield session
 
     def upgrade(self) -> None:
@@ -112,7 +126,9 @@ class Database:
         return self.data_dir / relative
 
     def _remove_doomed_files(self, session: Session) -> None:
-        for relative in session.info.pop(_DOOMED, ()):
+        if session.in_nested_transaction():
+            return  # a savepoint is released: the outer transaction may still roll back
+        for relative in session.info.pop(_DOOMED, {}).values():
             data = self.data_file(relative)
             for path in (data, data.with_suffix(".sigmf-meta")):
                 try:
@@ -127,14 +143,22 @@ class Database:
         self.engine.dispose()
 
 
-def _collect_doomed_files(session: Session, _context) -> None:
-    doomed = [obj.data_path for obj in session.deleted if isinstance(obj, Acquisition)]
-    if doomed:
-        session.info.setdefault(_DOOMED, []).extend(doomed)
+# An acquisition deleted by a flush (by Session.delete, a cascade or as an orphan) dooms
+# its files; a rollback that restores it (of the transaction or of the savepoint that
+# deleted it) spares them; they go when the outermost transaction commits, and are
+# forgotten when it ends otherwise (rollback, close).
+def _doom_files(session: Session, instance) -> None:
+    if isinstance(instance, Acquisition):
+        session.info.setdefault(_DOOMED, {})[instance] = instance.data_path
 
 
-def _forget_doomed_files(session: Session, _transaction) -> None:
-    session.info.pop(_DOOMED, None)
+def _spare_files(session: Session, instance) -> None:
+    session.info.get(_DOOMED, {}).pop(instance, None)
+
+
+def _forget_doomed_files(session: Session, transaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_DOOMED, None)
 
 
 def _remove_empty_parents(directory: Path, root: Path) -> None:

@@ -29,6 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_colu
 SCHEDULE_ID_LENGTH = 200
 NAME_LENGTH = 200
 URL_LENGTH = 2000
+USERNAME_LENGTH = 150
 
 
 def utc_now() -> datetime.datetime:
@@ -60,7 +61,7 @@ class User(Base):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    username: Mapped[str] = mapped_column(String(150), unique=True)
+    username: Mapped[str] = mapped_column(String(USERNAME_LENGTH), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[datetime.datetime] = mapped_column(default=utc_now)
 

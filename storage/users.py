@@ -41,7 +41,8 @@ def create_user(db: Session, username: str, is_admin: bool = False) -> tuple[Use
 
 
 def check_username(db: Session, username: str, user: User | None = None) -> None:
-    if not USERNAME.match(username):
+    # fullmatch: with match, ``$`` also accepts a trailing newline.
+    if not USERNAME.fullmatch(username):
         raise UserError(f"username must be {USERNAME_RULE}")
     existing = db.scalar(select(User).where(User.username == username))
     if existing is not None and existing is not user:

@@ -17,11 +17,12 @@ import jwt
 from flask import g, request
 from flask_restx import Resource, abort
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
 from ..storage import users
-from ..storage.models import User
+from ..storage.models import USERNAME_LENGTH, User
 from .common import sensor_app, session
 
 SECURITY = {
@@ -48,7 +49,8 @@ def _unauthorized(reason: str, scheme: str) -> None:
 
 def _token_user(credentials: str) -> User:
     scheme, _, key = credentials.partition(" ")
-    if scheme != "Token" or not key.strip():
+    # Authentication schemes are case-insensitive (RFC 9110, 11.1).
+    if scheme.lower() != "token" or not key.strip():
         _unauthorized("expected 'Authorization: Token <key>'", "Token")
     user = users.user_for_token(session(), key.strip())
     if user is None:
@@ -64,7 +66,7 @@ def _public_key(path: Path) -> bytes:
 def _jwt_user(credentials: str) -> User:
     settings = sensor_app().settings
     scheme, _, token = credentials.partition(" ")
-    if scheme != "Bearer" or not token.strip():
+    if scheme.lower() != "bearer" or not token.strip():
         _unauthorized("expected 'Authorization: Bearer <JWT>'", "Bearer")
     try:
         claims = jwt.decode(
@@ -84,6 +86,8 @@ def _jwt_user(credentials: str) -> User:
     roles = claims.get(settings.jwt_role_claim) or []
     if isinstance(roles, str):
         roles = roles.split()
+    elif not isinstance(roles, list):
+        roles = []  # a number or an object lists no roles
     if settings.jwt_required_role not in roles:
         abort(
             403,
@@ -92,15 +96,22 @@ def _jwt_user(credentials: str) -> User:
                 "Authorization": f"{settings.jwt_role_claim} lacks {settings.jwt_required_role}"
             },
         )
-    username = str(claims.get("user_name") or claims["sub"])[:150]
+    username = str(claims.get("user_name") or claims["sub"])
+    if len(username) > USERNAME_LENGTH:
+        _unauthorized(f"the JWT's user name is longer than {USERNAME_LENGTH} characters", "Bearer")
     db = session()
-    user = db.scalar(select(User).where(User.username == username))
     is_admin = settings.jwt_admin_role in roles
+    user = db.scalar(select(User).where(User.username == username))
     if user is None:
-        user = User(username=username, is_admin=is_admin)
-        db.add(user)
-        db.commit()
-    elif user.is_admin != is_admin:
+        try:
+            user = User(username=username, is_admin=is_admin)
+            db.add(user)
+            db.commit()
+        except IntegrityError:
+            # Another request made the same user first.
+            db.rollback()
+            user = db.scalar(select(User).where(User.username == username))
+    if user.is_admin != is_admin:
         user.is_admin = is_admin
         db.commit()
     return user

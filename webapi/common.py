@@ -43,7 +43,8 @@ class SensorApp:
 
     @property
     def sensor_id(self) -> str:
-        return str(self.config.sensor.get("id", ""))
+        # The Sensor object (Table 37) has no id of its own: it is its sensor_spec's.
+        return str(self.config.sensor.get("sensor_spec", {}).get("id", ""))
 
 
 def sensor_app() -> SensorApp:
@@ -52,9 +53,12 @@ def sensor_app() -> SensorApp:
 
 def session() -> Session:
     """The request's database session; closed (uncommitted work rolled back) when
-    the request ends."""
+    the request ends. A request that may write gets a writing session (on SQLite it
+    waits for another process's write instead of failing)."""
     if "db_session" not in g:
-        g.db_session = sensor_app().database.sessions()
+        database = sensor_app().database
+        reads = request.method in ("GET", "HEAD", "OPTIONS")
+        g.db_session = (database.sessions if reads else database.write_sessions)()
     return g.db_session
 
 
@@ -149,6 +153,10 @@ def validate_payload(model: Model, partial: bool = False) -> dict[str, Any]:
         else:
             field = ".".join(str(part) for part in error.absolute_path) or "body"
             errors.setdefault(field, _reason(error))
+    for name, value in payload.items():
+        # PostgreSQL text cannot hold NUL (it would answer 500); no field needs one.
+        if isinstance(value, str) and "\x00" in value:
+            errors.setdefault(name, "must not contain NUL characters")
     if errors:
         summary = "; ".join(f"{field}: {reason}" for field, reason in sorted(errors.items()))
         abort(400, summary, errors=errors)

@@ -17,9 +17,10 @@ admin-only action; anything else answers 404, so ids do not leak. Only the owner
 or an admin may change or delete an entry.
 """
 
+import copy
 import datetime
 import re
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from flask import g
 from flask_restx import Namespace, abort, fields, inputs
@@ -63,7 +64,11 @@ error = error_model(ns)
 
 _writable = {
     "name": fields.String(
-        required=True, min_length=1, max_length=NAME_LENGTH, description="the entry's name"
+        required=True,
+        min_length=1,
+        max_length=NAME_LENGTH,
+        pattern=r"\S",
+        description="the entry's name (not only spaces)",
     ),
     "schedule_id": fields.String(
         min_length=1,
@@ -95,7 +100,19 @@ _writable = {
     ),
 }
 
-READ_ONLY = ("id", "next_task_time", "next_task_id", "created", "modified", "owner", "url")
+# Every field of an answered entry that a client cannot set (so a client that sends
+# an entry back is told which fields to leave out).
+READ_ONLY = (
+    "id",
+    "next_task_time",
+    "next_task_id",
+    "created",
+    "modified",
+    "owner",
+    "url",
+    "tasks",
+    "archive",
+)
 
 entry_request = strict_model(
     ns,
@@ -107,6 +124,21 @@ entry_request = strict_model(
         ),
         "validate_only": fields.Boolean(description="only validate; create or change nothing"),
     },
+    read_only=READ_ONLY,
+)
+
+
+def _optional(field: fields.Raw) -> fields.Raw:
+    field = copy.copy(field)
+    field.required = False
+    return field
+
+
+# PATCH changes only the fields it gives: the same fields, none required.
+entry_patch = strict_model(
+    ns,
+    "ScheduleEntryPatch",
+    {name: _optional(field) for name, field in entry_request.items()},
     read_only=READ_ONLY,
 )
 
@@ -131,10 +163,20 @@ entry_model = ns.model(
     },
 )
 
+
+def _boolean(value: str) -> bool:
+    """``inputs.boolean``, except that an empty value is no boolean (not false)."""
+    if value == "":
+        raise ValueError("Invalid literal for boolean(): ''")
+    return inputs.boolean(value)
+
+
+_boolean.__schema__ = {"type": "boolean"}
+
 overview_parser = page_parser()
 overview_parser.add_argument(
     "is_active",
-    type=inputs.boolean,
+    type=_boolean,
     location="args",
     help="is_active: true lists active entries only, false inactive ones.",
 )
@@ -157,7 +199,12 @@ def visible_entries() -> Select:
 
 
 def get_entry(schedule_id: str) -> ScheduleEntry:
-    entry = session().scalar(visible_entries().where(ScheduleEntry.id == schedule_id))
+    # No id holds NUL, which PostgreSQL cannot even compare (it would answer 500).
+    entry = (
+        None
+        if "\x00" in schedule_id
+        else session().scalar(visible_entries().where(ScheduleEntry.id == schedule_id))
+    )
     if entry is None:
         abort(404, f"no schedule entry {schedule_id!r}")
     return entry
@@ -168,7 +215,16 @@ def check_may_change(entry: ScheduleEntry) -> None:
         abort(403, f"schedule entry {entry.id!r} belongs to {entry.owner.username}")
 
 
+def entry_url(schedule_id: str) -> str:
+    """The entry's URL, formatted from the schedule's (one ``url_for`` per request:
+    building three links per entry took a fifth of a 100-entry page's time)."""
+    if "schedule_url" not in g:
+        g.schedule_url = link("schedule")
+    return f"{g.schedule_url}/{quote(schedule_id, safe='')}"
+
+
 def render_entry(entry: ScheduleEntry) -> dict:
+    url = entry_url(entry.id)
     return {
         "id": entry.id,
         "schedule_id": entry.id,
@@ -186,9 +242,9 @@ def render_entry(entry: ScheduleEntry) -> dict:
         "created": entry.created,
         "modified": entry.modified,
         "owner": entry.owner.username,
-        "url": link("schedule_entry", schedule_id=entry.id),
-        "tasks": link("schedule_tasks", schedule_id=entry.id),
-        "archive": link("schedule_archive", schedule_id=entry.id),
+        "url": url,
+        "tasks": f"{url}/tasks",
+        "archive": f"{url}/archive",
     }
 
 
@@ -216,8 +272,10 @@ def _check_callback(url: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
         bad_request("callback_url", "must be an absolute http:// or https:// URL with a host")
     try:
-        parts.port  # noqa: B018 - raises on a bad port
+        port = parts.port
     except ValueError:
+        port = 0
+    if port == 0:
         bad_request("callback_url", "has an invalid port")
 
 
@@ -239,7 +297,6 @@ def apply_payload(entry: ScheduleEntry, payload: dict, replace: bool) -> None:
     entry.name = given("name")
     entry.action = given("action")
     _check_action(entry.action)
-    start_changed = "start" in payload or replace
     entry.start = (
         parse_time("start", payload["start"]) if "start" in payload else given("start", now)
     )
@@ -266,7 +323,8 @@ def apply_payload(entry: ScheduleEntry, payload: dict, replace: bool) -> None:
     active = given("is_active", True)
     next_time = series.next_task_time(entry.start, entry.interval, entry.stop, entry.last_task_time)
     if active and next_time is None:
-        if "is_active" in payload or not start_changed:
+        # Asked for explicitly, it is an error; otherwise the entry has simply run out.
+        if payload.get("is_active") is True:
             bad_request(
                 "is_active", "no task time is left (stop has passed or the one-shot task ran)"
             )
@@ -306,6 +364,9 @@ class Schedule(AuthenticatedResource):
     def post(self):
         """Create a schedule entry (Table 7)."""
         payload = validate_payload(entry_request)
+        if "schedule_id" in payload and not re.fullmatch(SCHEDULE_ID, payload["schedule_id"]):
+            # The model's pattern ends in $, which in Python also accepts a final newline.
+            bad_request("schedule_id", f"must match {SCHEDULE_ID}")
         entry = ScheduleEntry(
             id=payload.get("schedule_id") or derive_schedule_id(payload["name"]),
             owner=g.user,
@@ -353,7 +414,7 @@ class ScheduleEntryResource(AuthenticatedResource):
         return self._change(schedule_id, replace=True)
 
     @ns.doc("update_schedule_entry")
-    @ns.expect(entry_request)
+    @ns.expect(entry_patch)
     @ns.response(400, "Invalid entry", error)
     @ns.response(403, "Not the owner", error)
     @ns.marshal_with(entry_model, skip_none=True, description="Updated")
@@ -375,7 +436,7 @@ class ScheduleEntryResource(AuthenticatedResource):
     def _change(self, schedule_id: str, replace: bool):
         entry = get_entry(schedule_id)
         check_may_change(entry)
-        payload = validate_payload(entry_request, partial=not replace)
+        payload = validate_payload(entry_request if replace else entry_patch)
         db = session()
         if payload.get("validate_only"):
             # Validate on a detached copy, so nothing changes.

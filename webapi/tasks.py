@@ -32,7 +32,16 @@ ns = Namespace(
 
 STATUSES = ["success", "fail", "in-progress", "scheduled"]
 FINISHED = ("success", "fail")
+# Flask-RESTX documents produces per method only (a class's is dropped); the tar,
+# or a JSON error.
 ARCHIVE_TYPES = ["application/x-tar", "application/json"]
+
+
+class File(fields.Raw):
+    """A file download: Swagger 2.0's ``type: file`` response schema."""
+
+    __schema_type__ = "file"
+
 
 error = error_model(ns)
 task_model = ns.model(
@@ -176,7 +185,7 @@ class ScheduleTasks(AuthenticatedResource):
         return "", 204
 
 
-@ns.route("/schedule/<string:schedule_id>/tasks/<int:task_id>", endpoint="task")
+@ns.route("/schedule/<string:schedule_id>/tasks/<int(max=2147483647):task_id>", endpoint="task")
 @ns.param("schedule_id", "the entry's id")
 @ns.param("task_id", "the task's id")
 @ns.response(401, "No or bad credentials", error)
@@ -225,15 +234,18 @@ class Task(AuthenticatedResource):
         return "", 204
 
 
-@ns.route("/schedule/<string:schedule_id>/tasks/<int:task_id>/archive", endpoint="task_archive")
+@ns.route(
+    "/schedule/<string:schedule_id>/tasks/<int(max=2147483647):task_id>/archive",
+    endpoint="task_archive",
+)
 @ns.param("schedule_id", "the entry's id")
 @ns.param("task_id", "the task's id")
-@ns.produces(ARCHIVE_TYPES)
 @ns.response(401, "No or bad credentials", error)
 @ns.response(404, "No such task, or it has no recordings", error)
 class TaskArchive(AuthenticatedResource):
     @ns.doc("get_task_archive")
-    @ns.response(200, "A tar of one SigMF archive (.sigmf) per recording")
+    @ns.produces(ARCHIVE_TYPES)
+    @ns.response(200, "A tar of one SigMF archive (.sigmf) per recording", File)
     def get(self, schedule_id: str, task_id: int):
         """The task's recordings as SigMF archives in one tar, streamed from disk."""
         entry = get_entry(schedule_id)
@@ -245,12 +257,12 @@ class TaskArchive(AuthenticatedResource):
 
 @ns.route("/schedule/<string:schedule_id>/archive", endpoint="schedule_archive")
 @ns.param("schedule_id", "the entry's id")
-@ns.produces(ARCHIVE_TYPES)
 @ns.response(401, "No or bad credentials", error)
 @ns.response(404, "No such entry, or it has no recordings", error)
 class ScheduleArchive(AuthenticatedResource):
     @ns.doc("get_schedule_archive")
-    @ns.response(200, "A tar of one SigMF archive (.sigmf) per recording of all tasks")
+    @ns.produces(ARCHIVE_TYPES)
+    @ns.response(200, "A tar of one SigMF archive (.sigmf) per recording of all tasks", File)
     def get(self, schedule_id: str):
         """All recordings of the entry's finished tasks, streamed from disk."""
         entry = get_entry(schedule_id)

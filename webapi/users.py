@@ -134,7 +134,7 @@ class Users(AuthenticatedResource):
         return render_user(user, token), 201, {"Location": link("user", user_id=user.id)}
 
 
-@ns.route("/<int:user_id>", endpoint="user")
+@ns.route("/<int(max=2147483647):user_id>", endpoint="user")
 @ns.param("user_id", "the user's id")
 @ns.response(401, "No or bad credentials", error)
 @ns.response(404, "No such user (or not the caller, for a non-admin)", error)
@@ -165,7 +165,7 @@ class UserResource(AuthenticatedResource):
             try:
                 users.check_username(db, payload["username"], user)
             except users.UserError as problem:
-                bad_request("username", str(problem), 409)
+                bad_request("username", str(problem), 409 if "taken" in str(problem) else 400)
             user.username = payload["username"]
         db.commit()
         return render_user(user)
@@ -224,7 +224,7 @@ class MyToken(AuthenticatedResource):
         return _rotate(g.user)
 
 
-@ns.route("/<int:user_id>/token", endpoint="user_token")
+@ns.route("/<int(max=2147483647):user_id>/token", endpoint="user_token")
 @ns.param("user_id", "the user's id")
 @ns.response(401, "No or bad credentials", error)
 @ns.response(404, "No such user (or not the caller, for a non-admin)", error)

@@ -1,0 +1,28 @@
+"""gunicorn settings for the sensor API: ``gunicorn -c deploy/gunicorn.conf.py
+grscos.webapi.wsgi:app``. Each may be overridden on the command line (``-b``, ``-w``).
+
+Threaded workers: an archive download streams for minutes and must not hold a
+whole worker process, and the API's own work is short database queries.
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("SCOS_API_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("SCOS_API_WORKERS", min(2 * multiprocessing.cpu_count() + 1, 9)))
+worker_class = "gthread"
+threads = 4
+# Downloads take as long as the client reads; workers still heartbeat while streaming.
+timeout = 60
+graceful_timeout = 30
+keepalive = 5
+# Recycle workers now and then, so that no slow leak can grow without bound.
+max_requests = 20000
+max_requests_jitter = 2000
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
+errorlog = "-"
+loglevel = os.environ.get("SCOS_LOG_LEVEL", "info").lower()
+# gunicorn's control socket defaults to one path per user ($HOME/.gunicorn), which two
+# sensors (or a sensor and a test run) would share and delete under each other.
+control_socket_disable = True
