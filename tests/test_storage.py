@@ -165,6 +165,7 @@ database = Database(url, data)
 with database.engine.connect():
     pass
 print("ready", flush=True)
+sys.stdin.readline()  # the first process now holds its write transaction
 began = time.monotonic()
 if mode == "read":
     with database.sessions() as db:
@@ -182,16 +183,25 @@ print("done", time.monotonic() - began, flush=True)
 HOLD_SECONDS = 1.0
 
 
+def go(child: subprocess.Popen) -> None:
+    """Let the second process start, now that the first holds its transaction."""
+    child.stdin.write("go\n")
+    child.stdin.flush()
+
+
 @pytest.mark.parametrize("mode", ["insert", "update"])
 def test_a_writer_waits_for_another_process_instead_of_failing(database, mode):
     """The first process holds a write transaction for a second; the second
     process's write waits for it, then succeeds (no "database is locked")."""
-    child = run_python(OTHER_PROCESS, str(database.engine.url), str(database.data_dir), mode)
+    child = run_python(
+        OTHER_PROCESS, str(database.engine.url), str(database.data_dir), mode, stdin=subprocess.PIPE
+    )
     try:
         assert child.stdout.readline().strip() == "ready", child.stderr.read()
         with database.session() as db:
             db.get(Location, 1).description = "first process"
             db.flush()  # holds SQLite's write lock until the commit
+            go(child)
             time.sleep(HOLD_SECONDS)
         out, err = child.communicate(timeout=60)
     finally:
@@ -211,12 +221,19 @@ def test_a_writer_waits_for_another_process_instead_of_failing(database, mode):
 
 
 def test_a_reader_is_not_blocked_by_a_writer(database):
-    child = run_python(OTHER_PROCESS, str(database.engine.url), str(database.data_dir), "read")
+    child = run_python(
+        OTHER_PROCESS,
+        str(database.engine.url),
+        str(database.data_dir),
+        "read",
+        stdin=subprocess.PIPE,
+    )
     try:
         assert child.stdout.readline().strip() == "ready", child.stderr.read()
         with database.sessions() as db:
             db.get(Location, 1).description = "uncommitted"
             db.flush()
+            go(child)
             out, err = child.communicate(timeout=60)
             db.rollback()
     finally:
