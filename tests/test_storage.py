@@ -22,16 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sigmf
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import select, text
 
 from grscos.scheduler import series
 from grscos.storage import archive as archive_module
 from grscos.storage.archive import CHUNK, Archive, ArchiveError, Recording
-from grscos.storage.database import MIGRATIONS, SQLITE_BUSY_TIMEOUT_MS, Database
-from grscos.storage.models import Base, Location, utc_now
+from grscos.storage.database import SQLITE_BUSY_TIMEOUT_MS, Database
+from grscos.storage.models import Location, utc_now
 
 REPO = Path(__file__).resolve().parents[1]
 UTC = datetime.UTC
@@ -58,80 +55,6 @@ def run_python(code: str, *args: str, **popen) -> subprocess.Popen:
         text=True,
         **popen,
     )
-
-
-# -- migrations on a fresh SQLite file by two processes at once ------------------------
-
-UPGRADE = """
-import pathlib, sys, time
-from grscos.storage.database import Database
-url, data, ready, go = sys.argv[1:]
-database = Database(url, data)
-pathlib.Path(ready).touch()
-deadline = time.monotonic() + 60
-while not pathlib.Path(go).exists():
-    if time.monotonic() > deadline:
-        sys.exit("never told to go")
-    time.sleep(0.001)
-database.upgrade()
-print("upgraded")
-"""
-
-
-def upgrade_concurrently(url: str, tmp_path: Path, processes: int = 2) -> None:
-    """Start ``processes`` upgrades of ``url`` at the same instant; all must succeed."""
-    go = tmp_path / "go"
-    ready = [tmp_path / f"ready-{index}" for index in range(processes)]
-    children = [
-        run_python(UPGRADE, url, str(tmp_path / "data"), str(flag), str(go)) for flag in ready
-    ]
-    try:
-        deadline = time.monotonic() + 60
-        while not all(flag.exists() for flag in ready):
-            assert all(child.poll() is None for child in children), [
-                child.communicate() for child in children
-            ]
-            assert time.monotonic() < deadline, "the upgrades never got ready"
-            time.sleep(0.01)
-        go.touch()
-        outputs = [child.communicate(timeout=60) for child in children]
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-    for child, (out, err) in zip(children, outputs, strict=True):
-        assert child.returncode == 0, err
-        assert out.strip() == "upgraded", (out, err)
-
-
-def schema_differences(database: Database) -> list:
-    with database.engine.connect() as connection:
-        context = MigrationContext.configure(
-            connection, opts={"compare_type": True, "compare_server_default": True}
-        )
-        return compare_metadata(context, Base.metadata)
-
-
-def head_revision() -> str:
-    from alembic.config import Config as AlembicConfig
-
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(config).get_current_head()
-
-
-def test_two_processes_upgrade_a_fresh_sqlite_file_at_once(tmp_path):
-    path = tmp_path / "fresh.sqlite3"
-    upgrade_concurrently(f"sqlite:///{path}", tmp_path)
-    database = Database(f"sqlite:///{path}", tmp_path / "data")
-    try:
-        assert schema_differences(database) == []
-        with database.engine.connect() as connection:
-            versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [(head_revision(),)]
-    finally:
-        database.dispose()
 
 
 # -- SQLite: WAL and the busy timeout -----------------------------------------------------

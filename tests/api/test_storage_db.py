@@ -147,14 +147,13 @@ print("upgraded")
 """
 
 
-# SQLite: tests/test_storage.py
-@pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
-def test_processes_upgrading_a_fresh_database_at_once_all_succeed(empty_url, tmp_path):
+def upgrade_concurrently(url: str, tmp_path: Path, processes: int = 2) -> None:
+    """Start ``processes`` upgrades of ``url`` at the same instant; all must succeed."""
     go = tmp_path / "go"
-    ready = [tmp_path / f"ready-{index}" for index in range(3)]
+    ready = [tmp_path / f"ready-{index}" for index in range(processes)]
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", UPGRADE, empty_url, str(tmp_path / "data"), str(flag), str(go)],
+            [sys.executable, "-c", UPGRADE, url, str(tmp_path / "data"), str(flag), str(go)],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -165,8 +164,10 @@ def test_processes_upgrading_a_fresh_database_at_once_all_succeed(empty_url, tmp
     try:
         deadline = time.monotonic() + 60
         while not all(flag.exists() for flag in ready):
-            assert all(child.poll() is None for child in children)
-            assert time.monotonic() < deadline
+            assert all(child.poll() is None for child in children), [
+                child.communicate() for child in children
+            ]
+            assert time.monotonic() < deadline, "the upgrades never got ready"
             time.sleep(0.01)
         go.touch()
         outputs = [child.communicate(timeout=60) for child in children]
@@ -177,7 +178,11 @@ def test_processes_upgrading_a_fresh_database_at_once_all_succeed(empty_url, tmp
                 child.wait()
     for child, (out, err) in zip(children, outputs, strict=True):
         assert child.returncode == 0, err
-        assert out.strip() == "upgraded", err
+        assert out.strip() == "upgraded", (out, err)
+
+
+def test_processes_upgrading_a_fresh_database_at_once_all_succeed(empty_url, tmp_path):
+    upgrade_concurrently(empty_url, tmp_path, processes=3)
     database = Database(empty_url, tmp_path / "data")
     try:
         assert schema_differences(database) == []
