@@ -9,7 +9,7 @@
    action and the overrides leave them open, and do not calibrate a second time;
 3. build the SigMF global metadata (sensor, calibration datetime, action, schedule
    entry, task, classification, location);
-4. run the flowgraph in its own process (``grscos.runner``) with the action's
+4. run the flowgraph in a runner process (``grscos.scheduler.supervisor``) with the action's
    maximum run time as the deadline.
 """
 
@@ -26,7 +26,7 @@ from .actions import parameters
 from .actions.flowgraphs import Flowgraph, discover
 from .actions.registry import Action, ActionError, Limits, load_actions
 from .config import ACTIONS_FILE, Config
-from .runner import RunError, RunResult, run
+from .scheduler.supervisor import RunError, RunResult, run
 
 logger = logging.getLogger(__name__)
 

@@ -65,7 +65,7 @@ class _Progress:
         self.shown = False
 
     def __call__(self, event: dict) -> None:
-        if event["event"] != "progress" or not self.stream.isatty():
+        if event["type"] != "progress" or not self.stream.isatty():
             return
         recordings = event["recordings"]
         self.stream.write(

@@ -1,0 +1,188 @@
+"""The runner process: ``python -m grscos.scheduler.runner ENDPOINT``.
+
+It is started before its task is known, so that the interpreter, GNU Radio and
+the shipped flowgraphs are imported while the scheduler waits; then it connects
+to ``ENDPOINT``, says ``ready``, runs the one task it is sent and exits
+(``protocol.py`` lists the messages).
+
+A block that raises aborts the process (the flowgraphs turn GNU Radio's exception
+catching off), a device may hang: that costs only this process, which the
+scheduler supervises (``supervisor.py``).
+"""
+
+import importlib
+import logging
+import os
+import pkgutil
+import signal
+import sys
+import threading
+import time
+
+import zmq
+
+from . import protocol
+
+logger = logging.getLogger(__name__)
+
+
+def _preload() -> None:
+    """Import what every task needs, before the task comes."""
+    from gnuradio import scos  # noqa: F401 - imported for its cost, now
+
+    import grscos.flowgraphs
+
+    for module in pkgutil.iter_modules(grscos.flowgraphs.__path__):
+        importlib.import_module(f"grscos.flowgraphs.{module.name}")
+
+
+class _Link:
+    """The runner's end of the PAIR socket; one lock, since progress and the
+    flowgraph's recording callbacks send from different threads."""
+
+    def __init__(self, endpoint: str):
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.PAIR)
+        self.socket.linger = 2000
+        self.socket.connect(endpoint)
+        self.lock = threading.Lock()
+
+    def send(self, kind: str, **fields) -> None:
+        with self.lock:
+            self.socket.send(protocol.encode(kind, **fields))
+
+    def receive(self, timeout: float, wake_fd: int | None = None) -> dict | None:
+        """The next message within ``timeout`` seconds; None on timeout, or at once
+        when ``wake_fd`` becomes readable."""
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        if wake_fd is not None:
+            poller.register(wake_fd, zmq.POLLIN)
+        ready = dict(poller.poll(timeout * 1000))
+        if self.socket not in ready:
+            return None
+        return protocol.decode(self.socket.recv())
+
+    def close(self) -> None:
+        self.socket.close()
+        self.context.term()
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if isinstance(error, ValueError | OSError) else f"{type(error).__name__}: {text}"
+
+
+def run_task(link: _Link, request: dict) -> None:
+    """Build and run the flowgraph of ``request``, reporting on ``link``."""
+    from gnuradio import scos
+
+    from grscos.actions.flowgraphs import load_class
+
+    began = time.monotonic()
+    recordings: list[str] = []
+
+    def finish(status: str, detail: str = "", overflows: int = 0, samples: int = 0) -> None:
+        link.send(
+            "finished",
+            status=status,
+            detail=detail,
+            recordings=recordings,
+            overflows=overflows,
+            samples=samples,
+        )
+
+    try:
+        top = load_class(request["name"], request["source"])(**request["arguments"])
+    except Exception as error:  # any failure to build is the task's failure, reported
+        finish("fail", _one_line(error))
+        return
+    # grcc makes every block an attribute of the top block.
+    blocks = list(vars(top).values())
+    sources = [block for block in blocks if isinstance(block, scos.sigan_source)]
+    sinks = [block for block in blocks if isinstance(block, scos.sigmf_sink)]
+    skips = [block for block in blocks if isinstance(block, scos.skip_after_tune)]
+
+    def recorded(path: str) -> None:
+        recordings.append(path)
+        link.send("recording", path=path)
+
+    for sink in sinks:
+        sink.on_recording = recorded
+
+    def samples_recorded() -> int:
+        """Signal-analyzer samples that went into the recordings."""
+        return sum(sink.nitems_read(0) * sink.samples_per_item for sink in sinks)
+
+    def samples_taken() -> int:
+        """Samples taken so far (upstream of the detectors, so it moves during a record)."""
+        return max([samples_recorded()] + [block.nitems_written(0) for block in skips])
+
+    stopped: list[str] = []
+
+    def stop(reason: str) -> None:
+        stopped.append(reason)
+        top.stop()
+
+    signal.signal(signal.SIGTERM, lambda *_: stop("stopped by SIGTERM"))
+    top.start()
+    link.send("started")
+    # The waiter writes to a pipe when the flowgraph ends, which wakes the loop at once.
+    ended_read, ended_write = os.pipe()
+
+    def wait_for_end() -> None:
+        top.wait()
+        os.write(ended_write, b"x")
+
+    waiter = threading.Thread(target=wait_for_end, daemon=True)
+    waiter.start()
+    while waiter.is_alive():
+        # Progress doubles as the heartbeat: it comes from this loop, so a runner
+        # whose main thread hangs falls silent.
+        message = link.receive(protocol.HEARTBEAT_SECONDS, wake_fd=ended_read)
+        if message is not None and message["type"] == "stop" and not stopped:
+            stop(message["reason"])
+        link.send(
+            "progress",
+            seconds=round(time.monotonic() - began, 3),
+            samples=samples_taken(),
+            recordings=len(recordings),
+        )
+    problems = list(stopped)
+    problems += [
+        f"signal analyzer: {error}" for source in sources for error in source.command_errors
+    ]
+    problems += [block.incomplete for block in blocks if getattr(block, "incomplete", None)]
+    finish(
+        "fail" if problems else "success",
+        "; ".join(problems),
+        overflows=sum(sink.overflows for sink in sinks),
+        samples=samples_recorded(),
+    )
+
+
+def main(endpoint: str) -> int:
+    # Anything printed goes to stderr, which the scheduler keeps for crash reports.
+    sys.stdout = sys.stderr
+    _preload()
+    link = _Link(endpoint)
+    try:
+        link.send("ready", pid=os.getpid())
+        while True:
+            message = link.receive(protocol.HEARTBEAT_SECONDS)
+            if message is None:
+                link.send("heartbeat")
+            elif message["type"] == "task":
+                run_task(link, message["request"])
+                return 0
+            else:
+                return 0  # stopped before any task
+    except protocol.ProtocolError as error:
+        logger.error("bad message from the scheduler: %s", error)
+        return 3
+    finally:
+        link.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
