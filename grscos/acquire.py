@@ -164,30 +164,22 @@ def global_metadata(
     return extensions, calibration_file, reference
 
 
-def acquire(
+def flowgraph_request(
     config: Config,
+    catalog: Catalog,
     name: str,
     overrides: Mapping[str, object],
     device: str,
     output: str | Path,
-    schedule_entry: dict | None = None,
-    task_id: int = 1,
-    on_event: Callable[[dict], None] | None = None,
-    catalog: Catalog | None = None,
-) -> RunResult:
-    """Run action ``name`` once; its recordings are named after ``output`` (a path
-    without suffix; several recordings get -000, -001, ...)."""
-    catalog = catalog or Catalog.load(config)
+    schedule_entry: dict,
+    task_id: int,
+) -> tuple[Prepared, dict]:
+    """Action ``name`` checked and turned into what a runner process builds: the
+    flowgraph's name, source and keyword arguments (``grscos.scheduler.protocol``)."""
     prepared = prepare(catalog, name, overrides, device)
-    now = utc_now()
-    entry = schedule_entry or {
-        "id": f"acquire-{name}",
-        "name": f"gr-scos acquire {name}",
-        "action": name,
-        "created": now,
-        "modified": now,
-    }
-    extensions, calibration_file, reference = global_metadata(prepared, config, entry, task_id)
+    extensions, calibration_file, reference = global_metadata(
+        prepared, config, schedule_entry, task_id
+    )
     runtime = {
         "device": device,
         "calibration_file": calibration_file,
@@ -208,14 +200,42 @@ def acquire(
         "source": prepared.flowgraph.source,
         "arguments": arguments,
     }
-    logger.info("running %s (%s) on %s", name, prepared.flowgraph.name, device)
-    result = run(request, prepared.action.max_run_time, on_event)
+    return prepared, request
+
+
+def check_recorded(name: str, result: RunResult) -> RunResult:
     if not result.recordings:
         raise RunError(
             f"action {name!r} produced no recording: the signal analyzer gave fewer samples "
             "than one record needs"
         )
     return result
+
+
+def acquire(
+    config: Config,
+    name: str,
+    overrides: Mapping[str, object],
+    device: str,
+    output: str | Path,
+    on_event: Callable[[dict], None] | None = None,
+) -> RunResult:
+    """Run action ``name`` once, now, outside any schedule; its recordings are named
+    after ``output`` (a path without suffix; several recordings get -000, -001, ...)."""
+    now = utc_now()
+    entry = {
+        "id": f"acquire-{name}",
+        "name": f"gr-scos acquire {name}",
+        "action": name,
+        "created": now,
+        "modified": now,
+    }
+    catalog = Catalog.load(config)
+    prepared, request = flowgraph_request(
+        config, catalog, name, overrides, device, output, entry, 1
+    )
+    logger.info("running %s (%s) on %s", name, prepared.flowgraph.name, device)
+    return check_recorded(name, run(request, prepared.action.max_run_time, on_event))
 
 
 def recording_name(out_dir: str | Path, action: str) -> Path:

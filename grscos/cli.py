@@ -3,6 +3,7 @@
 import argparse
 import logging
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from .acquire import Catalog, RunError, acquire, recording_name
 from .actions import parameters
 from .config import Config, default_device
 from .measurement import ChainSettings
+from .scheduler.scheduler import Scheduler
 from .settings import Settings
 from .storage import users
 from .storage.database import Database
@@ -132,6 +134,14 @@ def _actions(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _scheduler(arguments: argparse.Namespace) -> int:
+    scheduler = Scheduler(Settings.from_env(), device=arguments.sigan)
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: scheduler.shutdown())
+    scheduler.serve_forever()
+    return 0
+
+
 def _users(arguments: argparse.Namespace) -> int:
     settings = Settings.from_env()
     database = Database(settings.database_url, settings.data_dir)
@@ -220,6 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("actions", help="list the configured actions and parameters")
     listing.add_argument("--config", help=config_help)
     listing.set_defaults(handler=_actions)
+
+    scheduling = commands.add_parser(
+        "scheduler",
+        help="run the schedule of the sensor's database ($SCOS_HOME, $SCOS_DATABASE_URL) "
+        "until SIGINT or SIGTERM",
+    )
+    scheduling.add_argument(
+        "--sigan", help="signal analyzer, as for acquire (default: $SCOS_SIGAN, else sim)"
+    )
+    scheduling.set_defaults(handler=_scheduler)
 
     accounts = commands.add_parser(
         "users", help="manage API users in the sensor's database ($SCOS_HOME, $SCOS_DATABASE_URL)"

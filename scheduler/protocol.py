@@ -77,8 +77,9 @@ def decode(data: bytes) -> dict:
 def check(message: object) -> None:
     if not isinstance(message, dict):
         raise ProtocolError("a message must be a JSON object")
-    if message.get("v") != VERSION:
-        raise ProtocolError(f"protocol version {message.get('v')!r}, expected {VERSION}")
+    version = message.get("v")
+    if type(version) is not int or version != VERSION:  # not true, not 1.0
+        raise ProtocolError(f"protocol version {version!r}, expected {VERSION}")
     kind = message.get("type")
     if kind not in FIELDS:
         raise ProtocolError(f"unknown message type {kind!r}")

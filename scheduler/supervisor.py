@@ -96,7 +96,13 @@ class RunnerProcess:
         """Wait for ``ready``; RunError if the runner dies or takes too long."""
         deadline = time.monotonic() + timeout
         while not self.ready:
-            message = self._receive(min(0.1, deadline - time.monotonic()))
+            try:
+                message = self._receive(min(0.1, deadline - time.monotonic()))
+            except protocol.ProtocolError as error:
+                self.kill()
+                raise RunError(
+                    f"the runner sent a malformed message ({error}); killed", []
+                ) from None
             if message is not None:
                 self.ready = message["type"] == "ready"
             elif self.process.poll() is not None:

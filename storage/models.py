@@ -186,6 +186,12 @@ class Location(Base):
     modified: Mapped[datetime.datetime] = mapped_column(default=utc_now)
 
 
+# The scheduler refreshes its row this often; the API calls it dead after
+# SCHEDULER_DEAD_AFTER_SECONDS without.
+SCHEDULER_HEARTBEAT_SECONDS = 2.0
+SCHEDULER_DEAD_AFTER_SECONDS = 5 * SCHEDULER_HEARTBEAT_SECONDS
+
+
 class SchedulerState(Base):
     """One row the scheduler keeps current, so the API can tell idle, running, dead."""
 

@@ -6,7 +6,7 @@ import shutil
 from flask_restx import Namespace, fields
 from sqlalchemy import select
 
-from ..storage.models import Location, SchedulerState, utc_now
+from ..storage.models import SCHEDULER_DEAD_AFTER_SECONDS, Location, SchedulerState, utc_now
 from .auth import AuthenticatedResource
 from .common import UTCDateTime, error_model, sensor_app, session
 
@@ -14,10 +14,6 @@ ns = Namespace("status", description="Sensor status (Table 4)", path="/status")
 error = error_model(ns)
 
 SCHEDULER_STATES = ["idle", "running", "dead"]
-# The scheduler writes its heartbeat every HEARTBEAT_SECONDS; missing this many
-# seconds of them, it is dead.
-HEARTBEAT_SECONDS = 2.0
-DEAD_AFTER_SECONDS = 5 * HEARTBEAT_SECONDS
 
 location_model = ns.model(
     "Location",
@@ -64,7 +60,7 @@ def scheduler_state() -> str:
     state = session().scalar(select(SchedulerState))
     if state is None:
         return "dead"
-    if (utc_now() - state.heartbeat).total_seconds() > DEAD_AFTER_SECONDS:
+    if (utc_now() - state.heartbeat).total_seconds() > SCHEDULER_DEAD_AFTER_SECONDS:
         return "dead"
     return state.state
 

@@ -1,0 +1,341 @@
+"""The scheduler: runs the schedule's tasks one at a time, each in a runner process.
+
+It sleeps until the next task time, and the API wakes it at once when the schedule
+changes (``wake.py``): it never polls. Of the tasks that are due, the lowest
+priority number runs first, then the earliest; a running task is never pre-empted.
+Task times that passed while the sensor was busy or down are collapsed into one
+task, and the log says how many were skipped.
+
+A task's result exists as ``in-progress`` from the moment it starts; task ids are
+taken from the entry (and committed) before the task runs, so they increase and
+are never reused, also across restarts. Results left ``in-progress`` by a crash
+become ``fail`` ("interrupted: sensor restarted") at start-up.
+
+While it runs, the scheduler keeps its heartbeat row current (``/status`` shows
+``idle``, ``running`` or, without heartbeats, ``dead``) and stops the task when its
+entry is deleted or the sensor shuts down.
+"""
+
+import datetime
+import logging
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from ..acquire import Catalog, check_recorded, flowgraph_request
+from ..config import Config, default_device
+from ..settings import Settings
+from ..storage.database import Database
+from ..storage.models import (
+    SCHEDULER_HEARTBEAT_SECONDS,
+    ScheduleEntry,
+    SchedulerState,
+    TaskResult,
+    utc_now,
+)
+from ..storage.results import add_recordings
+from . import series
+from .supervisor import RunError, RunnerProcess, RunResult
+from .wake import WakeListener, wake
+
+logger = logging.getLogger(__name__)
+
+RESTART_DETAIL = "interrupted: sensor restarted"
+STOP_CHECK_SECONDS = 0.5  # how often a running task's entry is checked for deletion
+
+
+@dataclass(frozen=True)
+class Due:
+    schedule_id: str
+    time: datetime.datetime
+
+
+def schedule_entry_metadata(entry: ScheduleEntry) -> dict:
+    """The entry as ``scos-acquisition:schedule_entry`` records it (Table 23)."""
+
+    def iso(moment: datetime.datetime) -> str:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+    metadata = {
+        "id": entry.id,
+        "name": entry.name,
+        "action": entry.action,
+        "start": iso(entry.start),
+        "priority": entry.priority,
+        "is_active": entry.is_active,
+        "created": iso(entry.created),
+        "modified": iso(entry.modified),
+        "owner": entry.owner.username,
+    }
+    if entry.stop is not None:
+        metadata["stop"] = iso(entry.stop)
+    if entry.interval is not None:
+        metadata["interval"] = entry.interval
+    return metadata
+
+
+def collapse(
+    due: datetime.datetime,
+    interval: int | None,
+    stop: datetime.datetime | None,
+    now: datetime.datetime,
+) -> tuple[datetime.datetime, int]:
+    """(the latest task time from ``due`` on that has come by ``now`` and is before
+    ``stop``, how many earlier ones it replaces)."""
+    if interval is None or now <= due:
+        return due, 0
+    step = datetime.timedelta(seconds=interval)
+    skipped = int((now - due) // step)
+    if stop is not None:
+        skipped = min(
+            skipped, max(0, int((stop - due - datetime.timedelta(microseconds=1)) // step))
+        )
+    return due + skipped * step, skipped
+
+
+class Scheduler:
+    """The scheduler of the sensor that ``settings`` describe."""
+
+    def __init__(self, settings: Settings, device: str | None = None):
+        self.settings = settings
+        self.config = Config.load(settings.config_dir)
+        self.catalog = Catalog.load(self.config)
+        self.database = Database(settings.database_url, settings.data_dir)
+        self.device = device or default_device()
+        self.socket_dir = settings.home / "run"
+        self.stopping = threading.Event()
+        self.runner: RunnerProcess | None = None
+        self.wake: WakeListener | None = None
+        self._state = ""
+        self._beaten = 0.0
+
+    # --- life cycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.database.upgrade()
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self.wake = WakeListener(self.settings.home)
+        self._recover()
+        with self.database.session() as db:
+            state = db.get(SchedulerState, 1)
+            now = utc_now()
+            if state is None:
+                state = SchedulerState(id=1)
+                db.add(state)
+            state.pid, state.state, state.started, state.heartbeat = os.getpid(), "idle", now, now
+        self._state = "idle"
+        self.runner = RunnerProcess(self.socket_dir)
+        logger.info("scheduler started (pid %d, device %s)", os.getpid(), self.device)
+
+    def serve_forever(self) -> None:
+        """Run the schedule until :meth:`shutdown`."""
+        self.start()
+        try:
+            while not self.stopping.is_set():
+                self.step()
+        finally:
+            self.close()
+
+    def shutdown(self) -> None:
+        """Stop soon: a running task is stopped and recorded as failed. Safe to call
+        from a signal handler."""
+        self.stopping.set()
+        wake(self.settings.home)
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+        if self.wake is not None:
+            self.wake.close()
+            self.wake = None
+        with self.database.session() as db:
+            state = db.get(SchedulerState, 1)
+            if state is not None and state.pid == os.getpid():
+                db.delete(state)
+        self.database.dispose()
+        logger.info("scheduler stopped")
+
+    def _recover(self) -> None:
+        with self.database.session() as db:
+            interrupted = db.execute(
+                update(TaskResult)
+                .where(TaskResult.status == "in-progress")
+                .values(status="fail", finished=utc_now(), detail=RESTART_DETAIL)
+            ).rowcount
+        if interrupted:
+            logger.warning("%d task(s) left in progress by a crash marked failed", interrupted)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Run the task that is due, or sleep until one is (or the schedule changes)."""
+        due = self.next_due()
+        now = utc_now()
+        if due is not None and due.time <= now:
+            self.run_task(due.schedule_id)
+            return
+        self._beat("idle")
+        wait = SCHEDULER_HEARTBEAT_SECONDS
+        if due is not None:
+            wait = min(wait, (due.time - now).total_seconds())
+        self.wake.wait(max(wait, 0.0))
+
+    def next_due(self) -> Due | None:
+        """The task to run next: of those due now the lowest priority number (then
+        the earliest), else the earliest to come."""
+        active = (
+            select(ScheduleEntry.id, ScheduleEntry.next_task_time)
+            .where(ScheduleEntry.is_active.is_(True), ScheduleEntry.next_task_time.is_not(None))
+            .limit(1)
+        )
+        with self.database.sessions() as db:
+            row = db.execute(
+                active.where(ScheduleEntry.next_task_time <= utc_now()).order_by(
+                    ScheduleEntry.priority, ScheduleEntry.next_task_time, ScheduleEntry.id
+                )
+            ).first()
+            if row is None:
+                row = db.execute(
+                    active.order_by(
+                        ScheduleEntry.next_task_time, ScheduleEntry.priority, ScheduleEntry.id
+                    )
+                ).first()
+        return None if row is None else Due(*row)
+
+    def run_task(self, schedule_id: str) -> None:
+        """Take the entry's next task (committed before it runs), run it, record it."""
+        now = utc_now()
+        with self.database.session() as db:
+            entry = db.get(ScheduleEntry, schedule_id)
+            if entry is None or not entry.is_active or entry.next_task_time is None:
+                return
+            if entry.next_task_time > now:
+                return
+            scheduled = entry.next_task_time
+            latest, skipped = collapse(scheduled, entry.interval, entry.stop, now)
+            if skipped:
+                logger.warning(
+                    "schedule %s: %d task time(s) missed while busy or down, collapsed into one",
+                    schedule_id,
+                    skipped,
+                )
+            task_id = entry.next_task_id
+            entry.next_task_id += 1
+            entry.last_task_time = latest
+            entry.next_task_time = series.next_task_time(
+                entry.start, entry.interval, entry.stop, latest
+            )
+            if entry.next_task_time is None:
+                entry.is_active = False
+            result = TaskResult(
+                task_id=task_id,
+                scheduled=latest,
+                started=utc_now(),
+                status="in-progress",
+                detail="",
+            )
+            entry.task_results.append(result)
+            db.flush()
+            result_id = result.id
+            action = entry.action
+            metadata = schedule_entry_metadata(entry)
+        logger.info("schedule %s task %d: %s starts", schedule_id, task_id, action)
+        folder = self.settings.data_dir / schedule_id / str(task_id)
+        outcome = self._execute(action, metadata, task_id, folder, schedule_id)
+        self._record(result_id, outcome, folder)
+        if self.runner is None and not self.stopping.is_set():
+            self.runner = RunnerProcess(self.socket_dir)  # ready before the next task
+
+    def _execute(
+        self, action: str, metadata: dict, task_id: int, folder: Path, schedule_id: str
+    ) -> RunResult | RunError:
+        self._beat("running", force=True)
+        try:
+            prepared, request = flowgraph_request(
+                self.config,
+                self.catalog,
+                action,
+                {},
+                self.device,
+                folder / action,
+                metadata,
+                task_id,
+            )
+        except ValueError as error:
+            return RunError(str(error))
+        runner, self.runner = self.runner, None
+        if runner.process.poll() is not None:
+            logger.warning("the waiting runner (pid %d) had died; starting another", runner.pid)
+            runner.close()
+            runner = RunnerProcess(self.socket_dir)
+        checked = [time.monotonic()]
+
+        def stop_reason() -> str | None:
+            if self.stopping.is_set():
+                return "interrupted: sensor stopped"
+            if time.monotonic() - checked[0] < STOP_CHECK_SECONDS:
+                return None
+            checked[0] = time.monotonic()
+            with self.database.sessions() as db:
+                if db.get(ScheduleEntry, schedule_id) is None:
+                    return "interrupted: schedule entry deleted"
+            return None
+
+        try:
+            return check_recorded(
+                action,
+                runner.run(
+                    request,
+                    prepared.action.max_run_time,
+                    on_event=lambda _message: self._beat("running"),
+                    stop_requested=stop_reason,
+                ),
+            )
+        except RunError as error:
+            return error
+        finally:
+            runner.close()
+
+    def _record(self, result_id: int, outcome: RunResult | RunError, folder: Path) -> None:
+        failed = isinstance(outcome, RunError)
+        recordings = [Path(path) for path in outcome.recordings]
+        with self.database.session() as db:
+            result = db.get(TaskResult, result_id)
+            if result is None:
+                # The entry was deleted while the task ran: its files go too.
+                shutil.rmtree(folder, ignore_errors=True)
+                return
+            result.finished = utc_now()
+            result.status = "fail" if failed else "success"
+            result.detail = str(outcome) if failed else ""
+            add_recordings(result, recordings, self.settings.data_dir)
+            where = f"schedule {result.schedule_entry_id} task {result.task_id}"
+        if failed:
+            logger.error("%s failed: %s", where, outcome)
+        else:
+            logger.info("%s succeeded: %d recording(s)", where, len(recordings))
+
+    def _beat(self, state: str, force: bool = False) -> None:
+        """Refresh the heartbeat row, at most every half heartbeat unless the state
+        changes."""
+        now = time.monotonic()
+        if (
+            not force
+            and state == self._state
+            and now - self._beaten < SCHEDULER_HEARTBEAT_SECONDS / 2
+        ):
+            return
+        with self.database.session() as db:
+            db.execute(
+                update(SchedulerState)
+                .where(SchedulerState.id == 1)
+                .values(state=state, heartbeat=utc_now(), pid=os.getpid())
+            )
+        self._state, self._beaten = state, now

@@ -1,0 +1,526 @@
+"""The runner process and its supervision, as the scheduler sees them.
+
+A runner starts before its task, says ``ready`` and keeps sending heartbeats; it
+runs one flowgraph (built like ``grscos.acquire`` builds it) and exits. Every way
+a task can go wrong (an exception or ``os.abort()`` in a block's ``work()``, the
+runner killed or hung, the flowgraph overrunning its maximum run time, the
+schedule stopping it, a runner that never gets ready or talks nonsense) ends in
+a :class:`RunError` with one line naming what happened, the recordings finished
+before it kept, no process of the runner left behind, and the next runner works.
+"""
+
+import json
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from grscos.acquire import Catalog, global_metadata, prepare
+from grscos.config import Config
+from grscos.scheduler import protocol, supervisor
+from grscos.scheduler.supervisor import RunError, RunnerProcess
+
+NOW = "2026-01-01T00:00:00.000Z"
+ENDLESS = {"duration_ms": 1e6, "sample_rate": 1e6}  # 1e9 samples: longer than any test
+IQ_SAMPLES = 140000  # acquire_iq: 10 ms at 14 MS/s
+GONE_WITHIN = 5.0  # seconds for a runner's process group to disappear after RunError
+FAULT_SECONDS = 8.0  # no fault below may take longer than this to end in RunError
+
+# Owner flowgraphs (configuration flowgraphs/ folder): one block whose work() fails.
+FAULTY_FLOWGRAPH = """
+import os
+
+import numpy as np
+from gnuradio import blocks, gr
+
+
+class faulty(gr.sync_block):
+    def __init__(self):
+        gr.sync_block.__init__(self, "faulty", [np.complex64], None)
+
+    def work(self, input_items, output_items):
+        {work}
+
+
+class {name}(gr.top_block):
+    def __init__(self, device="sim", output="x", global_extensions={{}}):
+        gr.top_block.__init__(self, catch_exceptions=False)
+        self.source = blocks.null_source(gr.sizeof_gr_complex)
+        self.sink = faulty()
+        self.connect(self.source, self.sink)
+"""
+FAULTY_WORK = {
+    "raises_in_work": 'raise ValueError("the detector broke")',
+    "aborts_in_work": "os.abort()",
+}
+ACTIONS = "actions:\n" + "".join(
+    f"  - {{name: {name}, flowgraph: {name}, summary: {name}, max_run_time: 30}}\n"
+    for name in ["acquire_iq", "acquire_stepped_iq", *FAULTY_WORK]
+)
+
+# Stand-ins for the runner (sys.executable is called as EXE -m MODULE ENDPOINT).
+PEER = """\
+import sys
+import time
+
+import zmq
+
+socket = zmq.Context().socket(zmq.PAIR)
+socket.connect(sys.argv[1])
+if {ready}:
+    socket.send(b'{{"v": 1, "type": "ready", "pid": 1}}')
+    socket.recv()  # the task
+socket.send({message!r})
+time.sleep(60)
+"""
+
+
+def fake_runner(monkeypatch, directory: Path, shell: str) -> None:
+    """Make RunnerProcess start ``shell`` (a sh script; $3 is the endpoint)."""
+    script = directory / "fake-python"
+    script.write_text(f"#!/bin/sh\n{shell}\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(script))
+
+
+def live_group(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that still run (zombies left to PID 1 do not)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # ended while we looked
+        state, _, group = text[text.rindex(")") + 2 :].split()[:3]
+        if int(group) == pgid and state not in "ZX":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def assert_gone(runner: RunnerProcess) -> None:
+    """The runner exited and nothing of its process group is left."""
+    assert runner.process.returncode is not None
+    deadline = time.monotonic() + GONE_WITHIN
+    while live_group(runner.pid):
+        assert time.monotonic() < deadline, f"left running: {live_group(runner.pid)}"
+        time.sleep(0.05)
+
+
+def assert_one_line(error: RunError, pattern: str) -> None:
+    message = str(error)
+    assert "\n" not in message
+    assert re.search(pattern, message), message
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> Config:
+    """The default sensor with the faulty owner flowgraphs and an action for each."""
+    directory = tmp_path_factory.mktemp("config")
+    (directory / "actions.yaml").write_text(ACTIONS)
+    (directory / "flowgraphs").mkdir()
+    for name, work in FAULTY_WORK.items():
+        source = FAULTY_FLOWGRAPH.format(name=name, work=work)
+        (directory / "flowgraphs" / f"{name}.py").write_text(source)
+    return Config.load(directory)
+
+
+@pytest.fixture(scope="module")
+def catalog(config) -> Catalog:
+    return Catalog.load(config)
+
+
+@pytest.fixture
+def request_for(config, catalog, tmp_path):
+    """The runner request of an action on the simulator, as grscos.acquire builds it;
+    recordings go to tmp_path/out/<action>."""
+
+    def build(action: str, **overrides) -> dict:
+        prepared = prepare(catalog, action, overrides, "sim")
+        entry = {"id": "test", "name": "test", "action": action, "created": NOW, "modified": NOW}
+        extensions, calibration_file, reference = global_metadata(prepared, config, entry, 1)
+        output = tmp_path / "out" / action
+        output.parent.mkdir(exist_ok=True)
+        runtime = {
+            "device": "sim",
+            "calibration_file": calibration_file,
+            "reference": reference,
+            "output": str(output),
+            "global_extensions": extensions,
+            "sim_tones": config.simulator["tones"],
+            "sim_bursts": config.simulator["bursts"],
+        }
+        accepted = prepared.flowgraph.parameters
+        values = prepared.values | {k: v for k, v in runtime.items() if k in accepted}
+        return {
+            "name": prepared.flowgraph.name,
+            "source": prepared.flowgraph.source,
+            "arguments": prepared.flowgraph.flowgraph_arguments(values),
+        }
+
+    return build
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    """Start RunnerProcesses with sockets in tmp_path; all are closed afterwards."""
+    started: list[RunnerProcess] = []
+
+    def start() -> RunnerProcess:
+        started.append(RunnerProcess(tmp_path))
+        return started[-1]
+
+    yield start
+    for runner in started:
+        runner.close()
+
+
+@pytest.fixture
+def next_runner_works(spawn, request_for):
+    """After the test: a new runner still runs acquire_iq."""
+    yield
+    result = spawn().run(request_for("acquire_iq"), 30)
+    assert len(result.recordings) == 1
+    assert Path(result.recordings[0]).is_file()
+
+
+# ---------------------------------------------------------------------------------
+# protocol
+
+EXAMPLES = {
+    "ready": {"pid": 1234},
+    "heartbeat": {},
+    "started": {},
+    "progress": {"seconds": 1.5, "samples": 14000, "recordings": 0},
+    "recording": {"path": "/data/x.sigmf-meta"},
+    "finished": {
+        "status": "fail",
+        "detail": "stopped",
+        "recordings": ["/data/x.sigmf-meta"],
+        "overflows": 2,
+        "samples": 140000,
+    },
+    "task": {"request": {"name": "acquire_iq", "source": "x", "arguments": {"a": [1]}}},
+    "stop": {"reason": "schedule entry deleted"},
+}
+
+
+def test_examples_cover_every_message_type():
+    assert EXAMPLES.keys() == protocol.FIELDS.keys()
+
+
+@pytest.mark.parametrize("kind", EXAMPLES)
+def test_every_message_type_survives_encode_and_decode(kind):
+    data = protocol.encode(kind, **EXAMPLES[kind])
+    assert protocol.decode(data) == {"v": protocol.VERSION, "type": kind, **EXAMPLES[kind]}
+
+
+def _message(kind: str, **changes) -> dict:
+    return {"v": protocol.VERSION, "type": kind, **EXAMPLES.get(kind, {}), **changes}
+
+
+def _without(kind: str, name: str) -> dict:
+    return {key: value for key, value in _message(kind).items() if key != name}
+
+
+WRONG_FIELD = r"{}: field '{}' missing or of the wrong type"
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        pytest.param(b"ready", r"^not JSON: ", id="not JSON"),
+        pytest.param(b'{"v": 1, "type": "heart', r"^not JSON: ", id="truncated"),
+        pytest.param(b"\xff\xfe\x00", r"^not JSON: ", id="not text"),
+        pytest.param([1, 2], r"^a message must be a JSON object$", id="array"),
+        pytest.param("ready", r"^a message must be a JSON object$", id="string"),
+        pytest.param(_message("heartbeat", v=2), r"^protocol version 2, expected 1$", id="v2"),
+        pytest.param(_without("heartbeat", "v"), r"^protocol version None, expected 1$", id="no v"),
+        pytest.param(
+            _message("heartbeat", v=True), r"^protocol version True, expected 1$", id="v true"
+        ),
+        pytest.param(
+            _message("heartbeat", v=1.0), r"^protocol version 1.0, expected 1$", id="v float"
+        ),
+        pytest.param(_message("hello"), r"^unknown message type 'hello'$", id="unknown type"),
+        pytest.param(_without("ready", "type"), r"^unknown message type None$", id="no type"),
+        pytest.param(_without("ready", "pid"), WRONG_FIELD.format("ready", "pid"), id="no pid"),
+        pytest.param(
+            _message("ready", pid="1234"), WRONG_FIELD.format("ready", "pid"), id="pid string"
+        ),
+        pytest.param(
+            _message("ready", pid=True), WRONG_FIELD.format("ready", "pid"), id="pid bool"
+        ),
+        pytest.param(
+            _message("progress", seconds=False),
+            WRONG_FIELD.format("progress", "seconds"),
+            id="seconds bool",
+        ),
+        pytest.param(
+            _message("progress", samples=1.0),
+            WRONG_FIELD.format("progress", "samples"),
+            id="samples float",
+        ),
+        pytest.param(
+            _message("finished", recordings="x.sigmf-meta"),
+            WRONG_FIELD.format("finished", "recordings"),
+            id="recordings string",
+        ),
+        pytest.param(
+            _message("task", request=None), WRONG_FIELD.format("task", "request"), id="no request"
+        ),
+        pytest.param(
+            _message("finished", status="done"),
+            r"^finished: status must be one of success, fail$",
+            id="bad status",
+        ),
+    ],
+)
+def test_decode_rejects_a_malformed_message_saying_what_is_wrong(message, error):
+    data = message if isinstance(message, bytes) else json.dumps(message).encode()
+    with pytest.raises(protocol.ProtocolError, match=error):
+        protocol.decode(data)
+
+
+def test_encode_refuses_what_decode_would_reject():
+    with pytest.raises(protocol.ProtocolError, match=WRONG_FIELD.format("ready", "pid")):
+        protocol.encode("ready", pid="1234")
+    with pytest.raises(protocol.ProtocolError, match=r"unknown message type 'hello'"):
+        protocol.encode("hello")
+
+
+# ---------------------------------------------------------------------------------
+# a runner that works
+
+
+def test_a_runner_gets_ready_and_sends_heartbeats_while_idle(spawn):
+    began = time.monotonic()
+    runner = spawn()
+    runner.wait_ready()
+    assert runner.ready
+    assert time.monotonic() - began < supervisor.STARTUP_TIMEOUT
+    kinds = []
+    end = time.monotonic() + 1.0
+    while (left := end - time.monotonic()) > 0:
+        if runner.socket.poll(left * 1000):
+            kinds.append(protocol.decode(runner.socket.recv())["type"])
+    assert set(kinds) == {"heartbeat"}
+    per_second = 1 / protocol.HEARTBEAT_SECONDS
+    assert per_second - 2 <= len(kinds) <= per_second + 1, kinds
+
+
+def test_a_runner_stopped_before_its_task_exits(spawn):
+    runner = spawn()
+    runner.wait_ready()
+    runner.stop("the scheduler is shutting down")
+    assert runner.process.returncode == 0
+    assert_gone(runner)
+
+
+def test_a_task_runs_reports_its_events_and_the_runner_exits(spawn, request_for):
+    runner = spawn()
+    events = []
+    result = runner.run(request_for("acquire_iq"), 30, on_event=events.append)
+    (path,) = result.recordings
+    assert Path(path).is_file()
+    assert Path(path.removesuffix(".sigmf-meta") + ".sigmf-data").stat().st_size == IQ_SAMPLES * 8
+    assert (result.samples, result.overflows) == (IQ_SAMPLES, 0)
+    assert 0 < result.seconds < 30
+    kinds = [event["type"] for event in events]
+    assert kinds[0] == "started"
+    assert kinds[-1] == "finished"
+    assert sorted(set(kinds[1:-1])) == ["progress", "recording"]
+    assert [event["path"] for event in events if event["type"] == "recording"] == [path]
+    seconds = [event["seconds"] for event in events if event["type"] == "progress"]
+    assert seconds == sorted(seconds)
+    assert events[-1]["status"] == "success"
+    assert runner.process.returncode == 0
+    assert_gone(runner)
+    assert runner.socket_path.exists()
+    runner.close()
+    assert not runner.socket_path.exists()
+
+
+def test_run_starts_a_runner_for_one_task(request_for):
+    result = supervisor.run(request_for("acquire_iq"), 30)
+    assert len(result.recordings) == 1
+
+
+# ---------------------------------------------------------------------------------
+# faults
+
+
+def _signal_after_start(runner: RunnerProcess, sig: int | None):
+    def on_event(event: dict) -> None:
+        if sig is not None and event["type"] == "started":
+            os.kill(runner.pid, sig)
+
+    return on_event
+
+
+@pytest.mark.parametrize(
+    ("action", "overrides", "timeout", "sig", "error"),
+    [
+        pytest.param(
+            "raises_in_work",
+            {},
+            30,
+            None,
+            r"^the flowgraph failed: ValueError: the detector broke$",
+            id="exception in work",
+        ),
+        pytest.param(
+            "aborts_in_work",
+            {},
+            30,
+            None,
+            r"^the runner process ended with signal 6 \(SIGABRT\)",
+            id="abort in work",
+        ),
+        pytest.param(
+            "acquire_iq",
+            ENDLESS,
+            30,
+            signal.SIGKILL,
+            r"^the runner process ended with signal 9 \(SIGKILL\)",
+            id="runner killed",
+        ),
+        pytest.param(
+            "acquire_iq",
+            ENDLESS,
+            1,
+            None,
+            r"^stopped after the maximum run time of 1 s; the flowgraph had not finished$",
+            id="maximum run time",
+        ),
+        pytest.param(
+            "acquire_iq",
+            ENDLESS,
+            30,
+            signal.SIGSTOP,
+            r"^the runner sent nothing for 1 s \(hung\); killed$",
+            id="runner hung",
+        ),
+    ],
+)
+@pytest.mark.usefixtures("next_runner_works")
+def test_a_failing_task_ends_in_one_line_and_leaves_no_process(
+    monkeypatch, spawn, request_for, action, overrides, timeout, sig, error
+):
+    monkeypatch.setattr(supervisor, "HEARTBEAT_TIMEOUT", 1.0)
+    runner = spawn()
+    runner.wait_ready()
+    began = time.monotonic()
+    with pytest.raises(RunError) as caught:
+        runner.run(request_for(action, **overrides), timeout, _signal_after_start(runner, sig))
+    assert time.monotonic() - began < min(timeout + 5, FAULT_SECONDS)
+    assert_one_line(caught.value, error)
+    assert caught.value.recordings == []
+    assert_gone(runner)
+
+
+@pytest.mark.usefixtures("next_runner_works")
+def test_a_stop_request_ends_the_task_and_keeps_its_recordings(spawn, request_for):
+    """Stopped after the first of three frequencies: that recording stays."""
+    request = request_for("acquire_stepped_iq", durations_ms=[10, 1e6, 1e6])
+    recorded: list[str] = []
+
+    def on_event(event: dict) -> None:
+        if event["type"] == "recording":
+            recorded.append(event["path"])
+
+    runner = spawn()
+    began = time.monotonic()
+    with pytest.raises(RunError) as caught:
+        runner.run(request, 30, on_event, lambda: "schedule entry deleted" if recorded else None)
+    assert time.monotonic() - began < FAULT_SECONDS
+    assert_one_line(caught.value, r"^schedule entry deleted$")
+    assert caught.value.recordings == recorded
+    (path,) = recorded
+    assert Path(path).is_file()
+    assert Path(path.removesuffix(".sigmf-meta") + ".sigmf-data").is_file()
+    assert_gone(runner)
+
+
+@pytest.mark.parametrize(
+    ("shell", "timeout", "error"),
+    [
+        pytest.param(
+            "echo \"ModuleNotFoundError: No module named 'gnuradio'\" >&2\nexit 3",
+            supervisor.STARTUP_TIMEOUT,
+            r"^the runner process ended with exit status 3: "
+            r"ModuleNotFoundError: No module named 'gnuradio'$",
+            id="exits",
+        ),
+        pytest.param(
+            "exit 3",
+            supervisor.STARTUP_TIMEOUT,
+            r"^the runner process ended with exit status 3 and no message$",
+            id="exits silently",
+        ),
+        pytest.param(
+            "kill -SEGV $$",
+            supervisor.STARTUP_TIMEOUT,
+            r"^the runner process ended with signal 11 \(SIGSEGV\)",
+            id="crashes",
+        ),
+        pytest.param(
+            "sleep 60",  # a child: the whole process group must go
+            0.5,
+            r"^the runner was not ready after 0.5 s; killed$",
+            id="never ready",
+        ),
+    ],
+)
+@pytest.mark.usefixtures("next_runner_works")
+def test_a_runner_that_is_never_ready_ends_in_one_line(
+    monkeypatch, tmp_path, spawn, shell, timeout, error
+):
+    fake_runner(monkeypatch, tmp_path, shell)
+    runner = spawn()
+    monkeypatch.undo()  # the next runner is a real one
+    with pytest.raises(RunError) as caught:
+        runner.wait_ready(timeout)
+    assert_one_line(caught.value, error)
+    assert caught.value.recordings == []
+    assert_gone(runner)
+
+
+@pytest.mark.parametrize(
+    ("ready", "message", "error"),
+    [
+        pytest.param(True, b"\x00garbage", r"\(not JSON: .*\)", id="not JSON"),
+        pytest.param(
+            True,
+            b'{"v": 2, "type": "progress"}',
+            r"\(protocol version 2, expected 1\)",
+            id="other version",
+        ),
+        pytest.param(
+            True,
+            b'{"v": 1, "type": "recording", "path": 7}',
+            r"\(recording: field 'path' missing or of the wrong type\)",
+            id="wrong field",
+        ),
+        pytest.param(
+            False, b'{"v": 1, "type": "ready"}', r"\(ready: field 'pid' .*\)", id="before ready"
+        ),
+    ],
+)
+@pytest.mark.usefixtures("next_runner_works")
+def test_a_runner_sending_a_malformed_message_is_killed(
+    monkeypatch, tmp_path, spawn, request_for, ready, message, error
+):
+    peer = tmp_path / "peer.py"
+    peer.write_text(PEER.format(ready=ready, message=message))
+    fake_runner(monkeypatch, tmp_path, f'exec "{sys.executable}" "{peer}" "$3"')
+    runner = spawn()
+    monkeypatch.undo()
+    with pytest.raises(RunError) as caught:
+        runner.run(request_for("acquire_iq"), 30)
+    assert_one_line(caught.value, r"^the runner sent a malformed message " + error + "; killed$")
+    assert runner.process.returncode == -signal.SIGKILL
+    assert_gone(runner)
