@@ -10,8 +10,7 @@ $(READY): deploy/bootstrap.sh pyproject.toml
 	bash deploy/bootstrap.sh
 
 run: $(READY)
-	mkdir -p $(SCOS_HOME)
-	$(VENV)/bin/gr-scos selftest --out $(SCOS_HOME)/selftest
+	SCOS_HOME=$(SCOS_HOME) $(VENV)/bin/gr-scos run
 
 test: $(READY)
 	$(PYTHON) -m pytest

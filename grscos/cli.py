@@ -12,7 +12,7 @@ from gnuradio.scos.windows import WINDOW_NAMES
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import __version__, selftest
+from . import __version__, selftest, service
 from .acquire import Catalog, RunError, acquire, recording_name
 from .actions import parameters
 from .config import Config, default_device
@@ -134,6 +134,11 @@ def _actions(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _run(arguments: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    return service.run_sensor(settings, arguments.host, arguments.port, arguments.sigan)
+
+
 def _scheduler(arguments: argparse.Namespace) -> int:
     scheduler = Scheduler(Settings.from_env(), device=arguments.sigan)
     for number in (signal.SIGINT, signal.SIGTERM):
@@ -231,6 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--config", help=config_help)
     listing.set_defaults(handler=_actions)
 
+    sensor = commands.add_parser(
+        "run",
+        help="run the whole sensor (API, scheduler, runner) with its state in $SCOS_HOME "
+        "(default ./var) until SIGINT or SIGTERM",
+    )
+    sensor.add_argument("--host", default="127.0.0.1", help="address the API listens on")
+    sensor.add_argument("--port", type=int, default=8000, help="port of the API (default 8000)")
+    sensor.add_argument(
+        "--sigan", help="signal analyzer, as for acquire (default: $SCOS_SIGAN, else sim)"
+    )
+    sensor.set_defaults(handler=_run)
+
     scheduling = commands.add_parser(
         "scheduler",
         help="run the schedule of the sensor's database ($SCOS_HOME, $SCOS_DATABASE_URL) "
@@ -265,7 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return arguments.handler(arguments)
-    except (ValueError, CalibrationError, OSError, RunError, SQLAlchemyError) as error:
+    except (
+        ValueError,
+        CalibrationError,
+        OSError,
+        RunError,
+        SQLAlchemyError,
+        service.ServiceError,
+    ) as error:
         reason = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
         print(f"gr-scos {arguments.command}: error: {reason}", file=sys.stderr)
         return 2

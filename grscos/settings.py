@@ -16,7 +16,25 @@ variable                   meaning                                         defau
 ``SCOS_JWT_REQUIRED_ROLE`` role a JWT must carry to use the API             ``ROLE_MANAGER``
 ``SCOS_JWT_ADMIN_ROLE``    role that makes a JWT user an admin              ``ROLE_ADMIN``
 ``SCOS_CONFIG``            configuration directory (``grscos.config``)      shipped defaults
+``SCOS_CALLBACK_AUTH``     how acquisition notifications authenticate to    ``token``
+                           an entry's ``callback_url``: ``token`` (the
+                           token that set the URL, kept encrypted with
+                           ``SCOS_HOME/secret.key``) or ``oauth``
+                           (client credentials; always with SCOS_AUTH=jwt)
+``SCOS_OAUTH_TOKEN_URL``   OAuth2 token endpoint (client credentials        (required for oauth)
+                           grant) for notifications
+``SCOS_OAUTH_CLIENT_ID``   the sensor's OAuth2 client id                    (required for oauth)
+``SCOS_OAUTH_CLIENT_SECRET``
+                           the sensor's OAuth2 client secret                (required for oauth)
+``SCOS_CALLBACK_VERIFY``   TLS verification of callback and token URLs:     ``true``
+                           ``true``, ``false`` or a CA bundle file (or
+                           directory)
+``SCOS_CALLBACK_RETRIES``  delivery attempts of a notification before it    ``10``
+                           is ``failed``
 =========================  ==============================================  ====================
+
+With SCOS_AUTH=jwt and no OAuth2 client configured, notifications are sent without
+credentials.
 
 Every value is checked when the settings are loaded; a bad one is a
 :class:`SettingsError` that names the variable.
@@ -24,10 +42,15 @@ Every value is checked when the settings are loaded; a bad one is a
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 AUTH_MODES = ("token", "jwt")
+CALLBACK_AUTH_MODES = ("token", "oauth")
+OAUTH_VARIABLES = ("SCOS_OAUTH_TOKEN_URL", "SCOS_OAUTH_CLIENT_ID", "SCOS_OAUTH_CLIENT_SECRET")
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
 
 
 class SettingsError(ValueError):
@@ -48,6 +71,26 @@ class Settings:
     jwt_required_role: str = "ROLE_MANAGER"
     jwt_admin_role: str = "ROLE_ADMIN"
     config_dir: Path | None = None
+    callback_auth: str = "token"
+    oauth_token_url: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = field(default=None, repr=False)
+    callback_verify: bool | Path = True
+    callback_retries: int = 10
+
+    @property
+    def secret_key_file(self) -> Path:
+        """The Fernet key that encrypts the stored callback credentials."""
+        return self.home / "secret.key"
+
+    @property
+    def callback_oauth(self) -> bool:
+        """Whether notifications authenticate with OAuth2 client credentials."""
+        return self.callback_auth == "oauth" or self.auth == "jwt"
+
+    @property
+    def oauth_configured(self) -> bool:
+        return bool(self.oauth_token_url and self.oauth_client_id and self.oauth_client_secret)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -83,6 +126,47 @@ class Settings:
                 raise SettingsError("SCOS_JWT_PUBLIC_KEY: required when SCOS_AUTH is jwt")
             if not jwt_public_key.is_file():
                 raise SettingsError(f"SCOS_JWT_PUBLIC_KEY: no such file {jwt_public_key}")
+        callback_auth = (get("SCOS_CALLBACK_AUTH") or "token").lower()
+        if callback_auth not in CALLBACK_AUTH_MODES:
+            raise SettingsError(
+                f"SCOS_CALLBACK_AUTH: must be one of {', '.join(CALLBACK_AUTH_MODES)}, "
+                f"got {callback_auth!r}"
+            )
+        oauth = {name: get(name) for name in OAUTH_VARIABLES}
+        if callback_auth == "oauth" or any(oauth.values()):
+            for name, value in oauth.items():
+                if value is None:
+                    raise SettingsError(
+                        f"{name}: required when SCOS_CALLBACK_AUTH is oauth or another "
+                        "SCOS_OAUTH_ variable is set"
+                    )
+            token_url = urlsplit(oauth["SCOS_OAUTH_TOKEN_URL"])
+            if token_url.scheme not in ("http", "https") or not token_url.hostname:
+                raise SettingsError(
+                    "SCOS_OAUTH_TOKEN_URL: must be an absolute http:// or https:// URL, "
+                    f"got {oauth['SCOS_OAUTH_TOKEN_URL']!r}"
+                )
+        verify_text = get("SCOS_CALLBACK_VERIFY") or "true"
+        callback_verify: bool | Path
+        if verify_text.lower() in TRUE_WORDS:
+            callback_verify = True
+        elif verify_text.lower() in FALSE_WORDS:
+            callback_verify = False
+        else:
+            callback_verify = Path(verify_text).resolve()
+            if not callback_verify.exists():
+                raise SettingsError(
+                    f"SCOS_CALLBACK_VERIFY: must be true, false or a CA bundle file, "
+                    f"and there is no {callback_verify}"
+                )
+        try:
+            callback_retries = int(get("SCOS_CALLBACK_RETRIES") or 10)
+        except ValueError:
+            raise SettingsError("SCOS_CALLBACK_RETRIES: must be a whole number") from None
+        if callback_retries < 1:
+            raise SettingsError(
+                f"SCOS_CALLBACK_RETRIES: must be at least 1, got {callback_retries}"
+            )
         config = get("SCOS_CONFIG")
         return cls(
             home=home,
@@ -97,4 +181,10 @@ class Settings:
             jwt_required_role=get("SCOS_JWT_REQUIRED_ROLE") or "ROLE_MANAGER",
             jwt_admin_role=get("SCOS_JWT_ADMIN_ROLE") or "ROLE_ADMIN",
             config_dir=Path(config) if config else None,
+            callback_auth=callback_auth,
+            oauth_token_url=oauth["SCOS_OAUTH_TOKEN_URL"],
+            oauth_client_id=oauth["SCOS_OAUTH_CLIENT_ID"],
+            oauth_client_secret=oauth["SCOS_OAUTH_CLIENT_SECRET"],
+            callback_verify=callback_verify,
+            callback_retries=callback_retries,
         )

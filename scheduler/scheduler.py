@@ -4,7 +4,9 @@ It sleeps until the next task time, and the API wakes it at once when the schedu
 changes (``wake.py``): it never polls. Of the tasks that are due, the lowest
 priority number runs first, then the earliest; a running task is never pre-empted.
 Task times that passed while the sensor was busy or down are collapsed into one
-task, and the log says how many were skipped.
+task, and the log says how many were skipped. Before and after each task the disk
+quota deletes the oldest acquisitions while the data filesystem is above
+MAX_DISK_USAGE; if that cannot make room, the task fails without running.
 
 A task's result exists as ``in-progress`` from the moment it starts; task ids are
 taken from the entry (and committed) before the task runs, so they increase and
@@ -30,6 +32,7 @@ from sqlalchemy import select, update
 from ..acquire import Catalog, check_recorded, flowgraph_request
 from ..config import Config, default_device
 from ..settings import Settings
+from ..storage import quota
 from ..storage.database import Database
 from ..storage.models import (
     SCHEDULER_HEARTBEAT_SECONDS,
@@ -113,6 +116,8 @@ class Scheduler:
         self.wake: WakeListener | None = None
         self._state = ""
         self._beaten = 0.0
+        # The data filesystem's (total, used, free); a test may measure another way.
+        self.disk_usage = shutil.disk_usage
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -250,6 +255,7 @@ class Scheduler:
         folder = self.settings.data_dir / schedule_id / str(task_id)
         outcome = self._execute(action, metadata, task_id, folder, schedule_id)
         self._record(result_id, outcome, folder)
+        self.enforce_quota()
         if self.runner is None and not self.stopping.is_set():
             self.runner = RunnerProcess(self.socket_dir)  # ready before the next task
 
@@ -257,6 +263,13 @@ class Scheduler:
         self, action: str, metadata: dict, task_id: int, folder: Path, schedule_id: str
     ) -> RunResult | RunError:
         self._beat("running", force=True)
+        quota = self.enforce_quota()
+        if not quota.within:
+            return RunError(
+                f"not run: the data filesystem is {quota.percent:.1f}% full, above "
+                f"MAX_DISK_USAGE {self.settings.max_disk_usage:g}%, and no acquisition is left "
+                "to delete"
+            )
         try:
             prepared, request = flowgraph_request(
                 self.config,
@@ -321,6 +334,11 @@ class Scheduler:
             logger.error("%s failed: %s", where, outcome)
         else:
             logger.info("%s succeeded: %d recording(s)", where, len(recordings))
+
+    def enforce_quota(self) -> quota.QuotaResult:
+        """Before and after each task: the oldest acquisitions go while the data
+        filesystem is above MAX_DISK_USAGE."""
+        return quota.enforce(self.database, self.settings.max_disk_usage, self.disk_usage)
 
     def _beat(self, state: str, force: bool = False) -> None:
         """Refresh the heartbeat row, at most every half heartbeat unless the state

@@ -1,5 +1,5 @@
-"""The sensor's database: users and their tokens, the schedule, task results and
-acquisitions, the location and the scheduler's heartbeat.
+"""The sensor's database: users and their tokens, the schedule, task results,
+acquisitions and their notifications, the location and the scheduler's heartbeat.
 
 Times are stored as UTC and always come back timezone-aware (``UTCDateTime``), on
 SQLite as on PostgreSQL. Schema changes are Alembic migrations in ``migrations/``.
@@ -101,6 +101,9 @@ class ScheduleEntry(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     is_private: Mapped[bool] = mapped_column(Boolean, default=False)
     callback_url: Mapped[str | None] = mapped_column(String(URL_LENGTH))
+    # The token that set callback_url, Fernet-encrypted (``storage/credentials.py``):
+    # acquisition notifications send it back as ``Authorization: Token ...``.
+    callback_credential: Mapped[str | None] = mapped_column(Text)
     next_task_time: Mapped[datetime.datetime | None]
     next_task_id: Mapped[int] = mapped_column(Integer, default=1)
     last_task_time: Mapped[datetime.datetime | None]
@@ -141,6 +144,12 @@ class TaskResult(Base):
         cascade="all, delete-orphan",
         order_by="Acquisition.recording_id",
     )
+    notification: Mapped["Notification | None"] = relationship(
+        back_populates="task_result",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="selectin",
+    )
 
 
 class Acquisition(Base):
@@ -161,6 +170,33 @@ class Acquisition(Base):
     created: Mapped[datetime.datetime] = mapped_column(default=utc_now, index=True)
 
     task_result: Mapped[TaskResult] = relationship(back_populates="acquisitions")
+
+
+NOTIFICATION_STATES = ("pending", "delivered", "failed")
+
+
+class Notification(Base):
+    """The acquisition notification (Table 13) of a task whose entry has a
+    callback_url: its JSON, as POSTed, and its delivery (``scheduler/callbacks.py``).
+    ``pending`` ones are retried from ``next_attempt`` on, also after a restart."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_due", "state", "next_attempt"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_result_id: Mapped[int] = mapped_column(
+        ForeignKey("task_results.id", ondelete="CASCADE"), unique=True
+    )
+    url: Mapped[str] = mapped_column(String(URL_LENGTH))
+    payload: Mapped[dict]
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt: Mapped[datetime.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[datetime.datetime] = mapped_column(default=utc_now)
+    delivered: Mapped[datetime.datetime | None]
+
+    task_result: Mapped[TaskResult] = relationship(back_populates="notification")
 
 
 # Counted in SQL, so that listing tasks does not load every recording's metadata.

@@ -55,6 +55,7 @@ def _token_user(credentials: str) -> User:
     user = users.user_for_token(session(), key.strip())
     if user is None:
         _unauthorized("invalid token", "Token")
+    g.auth_token = key.strip()  # sent back to a callback_url the request sets
     return user
 
 

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..scheduler import series
 from ..scheduler.wake import wake
+from ..storage import credentials
 from ..storage.models import (
     NAME_LENGTH,
     SCHEDULE_ID_LENGTH,
@@ -334,6 +335,21 @@ def apply_payload(entry: ScheduleEntry, payload: dict, replace: bool) -> None:
     entry.modified = now
 
 
+def store_callback_credential(entry: ScheduleEntry, payload: dict) -> None:
+    """Keep, encrypted, the token to send with the entry's acquisition notifications
+    (``Authorization: Token ...``, as NTIA's scos-sensor does): the token of the
+    request that sets the callback_url, or of the owner changing their entry. An
+    admin changing another's entry without giving callback_url leaves the owner's:
+    a token only goes to a URL its holder chose or owns. None without a callback_url,
+    or when notifications use OAuth2 (SCOS_CALLBACK_AUTH=oauth, SCOS_AUTH=jwt)."""
+    settings = sensor_app().settings
+    token = g.get("auth_token")
+    if entry.callback_url is None or settings.callback_oauth or token is None:
+        entry.callback_credential = None
+    elif "callback_url" in payload or entry.owner_id == g.user.id:
+        entry.callback_credential = credentials.encrypt(settings.secret_key_file, token)
+
+
 def _commit_and_wake() -> None:
     session().commit()
     wake(sensor_app().settings.home)
@@ -380,6 +396,7 @@ class Schedule(AuthenticatedResource):
             _conflict(entry.id)
         if payload.get("validate_only"):
             return render_entry(entry), 200
+        store_callback_credential(entry, payload)
         db.add(entry)
         try:
             _commit_and_wake()
@@ -446,5 +463,6 @@ class ScheduleEntryResource(AuthenticatedResource):
             db.rollback()
             return rendered
         apply_payload(entry, payload, replace)
+        store_callback_credential(entry, payload)
         _commit_and_wake()
         return render_entry(entry)

@@ -11,8 +11,8 @@
   the serving gunicorn worker's RSS before the download and its peak (VmHWM,
   reset just before) during it. A size that does not fit on the disk is skipped.
 
-gunicorn runs as in production: ``deploy/gunicorn.conf.py`` (only the bind is
-overridden) when it exists. Needs ``wrk`` (Debian package ``wrk``). Run with
+gunicorn runs as in production: ``grscos.gunicorn_conf`` (only the bind is
+overridden). Needs ``wrk`` (Debian package ``wrk``). Run with
 ``make bench``.
 """
 
@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # for tests.pg_server, when run as a script
 
 GUNICORN = REPO / ".venv" / "bin" / "gunicorn"
-GUNICORN_CONF = REPO / "deploy" / "gunicorn.conf.py"
+GUNICORN_CONF = "python:grscos.gunicorn_conf"
 APP = "grscos.webapi.wsgi:app"
 ENDPOINTS = ("/api/v1/schedule?limit=100", "/api/v1/status")
 MiB = 1 << 20
@@ -121,17 +121,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def gunicorn_options() -> list[str]:
-    """The production configuration when there is one, else gthread workers."""
-    if GUNICORN_CONF.is_file():
-        return ["-c", str(GUNICORN_CONF.relative_to(REPO))]
-    cores = os.cpu_count()
-    workers = 2 * cores + 1 if cores else 4
-    return ["-w", str(workers), "-k", "gthread", "--threads", "4"]
-
-
 def gunicorn_command(port: int) -> list[str]:
-    return [str(GUNICORN), *gunicorn_options(), "-b", f"127.0.0.1:{port}", APP]
+    """gunicorn with the sensor's own configuration; only the bind differs."""
+    return [str(GUNICORN), "-c", GUNICORN_CONF, "-b", f"127.0.0.1:{port}", APP]
 
 
 @dataclass
@@ -540,7 +532,7 @@ def print_tables(load: list[dict], archives: list[dict], arguments: argparse.Nam
     print()
     print(
         f"{arguments.entries} schedule entries; wrk -c {arguments.connections} "
-        f"-t {arguments.threads} -d {arguments.duration}; gunicorn {' '.join(gunicorn_options())}; "
+        f"-t {arguments.threads} -d {arguments.duration}; gunicorn -c {GUNICORN_CONF}; "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
     print()

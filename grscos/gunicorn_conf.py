@@ -1,5 +1,10 @@
-"""gunicorn settings for the sensor API: ``gunicorn -c deploy/gunicorn.conf.py
-grscos.webapi.wsgi:app``. Each may be overridden on the command line (``-b``, ``-w``).
+"""gunicorn settings for the sensor API: ``gunicorn -c python:grscos.gunicorn_conf
+grscos.webapi.wsgi:app`` (``gr-scos run`` does this). Each may be overridden on the
+command line (``-b``, ``-w``).
+
+It lives outside ``grscos.webapi`` on purpose: gunicorn's master imports it, and
+the master must not import GNU Radio. Its threads and locks would be forked into
+every worker, which then hangs at exit waiting on a lock that no thread holds.
 
 Threaded workers: an archive download streams for minutes and must not hold a
 whole worker process, and the API's own work is short database queries.
