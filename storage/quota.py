@@ -14,7 +14,7 @@ from .models import Acquisition
 
 logger = logging.getLogger(__name__)
 
-BATCH = 20  # acquisitions deleted per transaction
+BATCH = 100  # oldest acquisitions considered per transaction
 
 
 @dataclass(frozen=True)
@@ -32,21 +32,27 @@ def used_percent(path: Path, usage: Callable = shutil.disk_usage) -> float:
 def enforce(
     database: Database, max_percent: float, usage: Callable = shutil.disk_usage
 ) -> QuotaResult:
-    """Delete the oldest acquisitions (their files go at each commit) until the data
-    filesystem is below ``max_percent``, or none is left."""
+    """Delete the oldest acquisitions (their files go at each commit), as few as make
+    the data filesystem fall below ``max_percent``, or all when that is not enough."""
     deleted = 0
-    percent = used_percent(database.data_dir, usage)
-    while percent > max_percent:
+    total, used, _free = usage(database.data_dir)
+    while used > total * max_percent / 100:
+        excess = used - total * max_percent / 100
+        freed = 0
         with database.session() as db:
             oldest = db.scalars(
                 select(Acquisition).order_by(Acquisition.created, Acquisition.id).limit(BATCH)
-            ).all()
+            )
             for acquisition in oldest:
                 db.delete(acquisition)
-        if not oldest:
+                deleted += 1
+                freed += acquisition.data_size
+                if freed >= excess:
+                    break
+        if not freed:
             break
-        deleted += len(oldest)
-        percent = used_percent(database.data_dir, usage)
+        total, used, _free = usage(database.data_dir)
+    percent = 100.0 * used / total
     if deleted:
         logger.warning(
             "disk quota: deleted the %d oldest acquisition(s); the data filesystem is %.1f%% full "

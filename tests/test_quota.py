@@ -1,0 +1,143 @@
+"""The disk quota: the oldest acquisitions go, across entries, until the data
+filesystem is below MAX_DISK_USAGE; the scheduler fails a task it cannot make room for.
+
+The filesystem is the real one of the test's data directory; what it reports is
+replaced by a usage that counts the data files against a small "disk", so that
+deleting files really lowers it.
+"""
+
+import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from grscos.storage import quota
+from grscos.storage.database import Database
+from grscos.storage.models import Acquisition, ScheduleEntry, TaskResult, User, utc_now
+
+MIB = 1 << 20
+
+
+class SmallDisk:
+    """A disk of ``total`` bytes whose use is the data files' sizes plus ``other``."""
+
+    def __init__(self, data_dir: Path, total: int, other: int = 0):
+        self.data_dir, self.total, self.other = data_dir, total, other
+
+    def __call__(self, _path):
+        used = self.other + sum(p.stat().st_size for p in self.data_dir.rglob("*") if p.is_file())
+        return self.total, used, self.total - used
+
+
+@pytest.fixture
+def database(tmp_path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'scos.sqlite3'}", tmp_path / "data")
+    database.data_dir.mkdir()
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+def add_recordings(database: Database, schedule_id: str, count: int, start: datetime.datetime):
+    """``count`` one-MiB recordings of a new entry, the first made at ``start``, one
+    a minute after the other; their data paths."""
+    paths = []
+    with database.session() as db:
+        owner = db.scalar(select(User)) or User(username="owner")
+        entry = ScheduleEntry(
+            id=schedule_id, name=schedule_id, action="acquire_iq", start=start, owner=owner
+        )
+        db.add(entry)
+        for task_id in range(1, count + 1):
+            made = start + datetime.timedelta(minutes=task_id)
+            folder = database.data_dir / schedule_id / str(task_id)
+            folder.mkdir(parents=True)
+            data = folder / "r.sigmf-data"
+            data.write_bytes(bytes(MIB))
+            folder.joinpath("r.sigmf-meta").write_text("{}")
+            result = TaskResult(
+                task_id=task_id, scheduled=made, started=made, finished=made, status="success"
+            )
+            result.acquisitions.append(
+                Acquisition(
+                    recording_id=0,
+                    sigmf_metadata={},
+                    data_path=str(data.relative_to(database.data_dir)),
+                    data_size=MIB,
+                    created=made,
+                )
+            )
+            entry.task_results.append(result)
+            paths.append(data)
+    return paths
+
+
+def test_the_oldest_acquisitions_of_any_entry_go_until_below_the_quota(database):
+    hour_ago = utc_now() - datetime.timedelta(hours=1)
+    older = add_recordings(database, "older", 3, hour_ago - datetime.timedelta(days=1))
+    newer = add_recordings(database, "newer", 3, hour_ago)
+    disk = SmallDisk(database.data_dir, total=10 * MIB)  # 6 MiB of data: 60 % full
+    result = quota.enforce(database, 45.0, disk)
+    assert result.within and result.percent <= 45.0
+    # 60 % -> 40 %: the two oldest recordings (both of "older") went, files and rows.
+    assert [path.exists() for path in older + newer] == [False, False, True, True, True, True]
+    with database.session() as db:
+        kept = db.scalars(select(Acquisition.data_path).order_by(Acquisition.created)).all()
+    assert kept == [str(path.relative_to(database.data_dir)) for path in older[2:] + newer]
+
+
+def test_below_the_quota_nothing_is_deleted(database):
+    paths = add_recordings(database, "kept", 2, utc_now())
+    result = quota.enforce(database, 85.0, SmallDisk(database.data_dir, total=10 * MIB))
+    assert (result.deleted, result.within) == (0, True)
+    assert result.percent == pytest.approx(20.0, abs=0.01)
+    assert all(path.exists() for path in paths)
+
+
+def test_when_deleting_everything_is_not_enough_it_says_so(database):
+    paths = add_recordings(database, "all", 2, utc_now())
+    # Something else fills 9 of 10 MiB: even with no recordings left, 90 % is used.
+    disk = SmallDisk(database.data_dir, total=10 * MIB, other=9 * MIB)
+    result = quota.enforce(database, 50.0, disk)
+    assert not result.within and result.deleted == 2 and result.percent == pytest.approx(90.0)
+    assert not any(path.exists() for path in paths)
+
+
+def test_the_scheduler_fails_a_task_it_cannot_make_room_for(tmp_path, monkeypatch):
+    """End to end with the real scheduler: the task is recorded failed, not run."""
+    from grscos.scheduler.scheduler import Scheduler
+    from grscos.settings import Settings
+    from grscos.storage import users
+
+    settings = Settings(
+        home=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'scos.sqlite3'}",
+        data_dir=tmp_path / "data",
+        max_disk_usage=50.0,
+    )
+    scheduler = Scheduler(settings)
+    scheduler.disk_usage = SmallDisk(settings.data_dir, total=10 * MIB, other=9 * MIB)
+    scheduler.start()
+    try:
+        with scheduler.database.session() as db:
+            user, _ = users.create_user(db, "owner")
+            now = utc_now()
+            db.add(
+                ScheduleEntry(
+                    id="full",
+                    name="full",
+                    action="acquire_iq",
+                    start=now,
+                    next_task_time=now,
+                    owner=user,
+                )
+            )
+        scheduler.step()
+        with scheduler.database.session() as db:
+            result = db.scalar(select(TaskResult))
+            assert (result.task_id, result.status) == (1, "fail")
+            assert "above MAX_DISK_USAGE 50%" in result.detail
+            assert not result.acquisitions
+    finally:
+        scheduler.close()
