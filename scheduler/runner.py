@@ -7,7 +7,9 @@ to ``ENDPOINT``, says ``ready``, runs the one task it is sent and exits
 
 A block that raises aborts the process (the flowgraphs turn GNU Radio's exception
 catching off), a device may hang: that costs only this process, which the
-scheduler supervises (``supervisor.py``).
+scheduler supervises (``supervisor.py``). Should the scheduler die (SIGKILL, a
+crash), the runner ends itself at once: unsupervised, it would go on acquiring,
+holding the signal analyzer, and then block for ever on its socket.
 """
 
 import importlib
@@ -24,6 +26,8 @@ import zmq
 from . import protocol
 
 logger = logging.getLogger(__name__)
+
+PARENT_CHECK_SECONDS = 0.25  # how often the runner checks that its scheduler lives
 
 
 def _preload() -> None:
@@ -161,9 +165,22 @@ def run_task(link: _Link, request: dict) -> None:
     )
 
 
+def _exit_when_orphaned(parent: int) -> None:
+    """End this process as soon as ``parent`` (the scheduler) is gone, whatever the
+    main thread is doing (it may be blocked sending to the dead scheduler)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(4)  # nothing to tell: stderr went with the scheduler
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(endpoint: str) -> int:
     # Anything printed goes to stderr, which the scheduler keeps for crash reports.
     sys.stdout = sys.stderr
+    _exit_when_orphaned(os.getppid())
     _preload()
     link = _Link(endpoint)
     try:

@@ -43,6 +43,7 @@ from ..storage.models import (
 )
 from ..storage.results import add_recordings
 from . import series
+from .callbacks import Notifier, sensor_id
 from .supervisor import RunError, RunnerProcess, RunResult
 from .wake import WakeListener, wake
 
@@ -114,6 +115,8 @@ class Scheduler:
         self.stopping = threading.Event()
         self.runner: RunnerProcess | None = None
         self.wake: WakeListener | None = None
+        # Acquisition notifications, delivered from a thread of their own (callbacks.py).
+        self.notifier = Notifier(self.database, settings, sensor_id(self.config))
         self._state = ""
         self._beaten = 0.0
         # The data filesystem's (total, used, free); a test may measure another way.
@@ -136,6 +139,7 @@ class Scheduler:
             state.pid, state.state, state.started, state.heartbeat = os.getpid(), "idle", now, now
         self._state = "idle"
         self.runner = RunnerProcess(self.socket_dir)
+        self.notifier.start()
         logger.info("scheduler started (pid %d, device %s)", os.getpid(), self.device)
 
     def serve_forever(self) -> None:
@@ -154,6 +158,7 @@ class Scheduler:
         wake(self.settings.home)
 
     def close(self) -> None:
+        self.notifier.stop()
         if self.runner is not None:
             self.runner.close()
             self.runner = None
@@ -329,6 +334,7 @@ class Scheduler:
             result.status = "fail" if failed else "success"
             result.detail = str(outcome) if failed else ""
             add_recordings(result, recordings, self.settings.data_dir)
+            self.notifier.queue(db, result)  # delivered after commit, by its own thread
             where = f"schedule {result.schedule_entry_id} task {result.task_id}"
         if failed:
             logger.error("%s failed: %s", where, outcome)

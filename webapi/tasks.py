@@ -3,7 +3,8 @@
 A finished task is ``success`` or ``fail``, a running one ``in-progress``; the next
 task of an active entry is listed as ``scheduled`` with the time it will start.
 Results follow their entry's visibility (``schedule.py``); deleting a result deletes
-its recordings' data files.
+its recordings' data files. A task whose entry had a callback_url shows the delivery
+of its acquisition notification (``notification``, ``scheduler/callbacks.py``).
 """
 
 from flask import Response
@@ -44,6 +45,21 @@ class File(fields.Raw):
 
 
 error = error_model(ns)
+notification_model = ns.model(
+    "Notification",
+    {
+        "state": fields.String(
+            required=True,
+            enum=["pending", "delivered", "failed"],
+            description="pending: not delivered yet, retried with backoff; failed: "
+            "SCOS_CALLBACK_RETRIES attempts failed",
+        ),
+        "attempts": fields.Integer(required=True, description="POSTs made so far"),
+        "last_error": fields.String(description="why the latest failed attempt failed"),
+        "next_attempt": UTCDateTime(description="when a pending one is tried next"),
+        "delivered": UTCDateTime(description="when the callback accepted it"),
+    },
+)
 task_model = ns.model(
     "Task",
     {
@@ -59,6 +75,13 @@ task_model = ns.model(
         "recordings": fields.Integer(description="number of SigMF recordings"),
         "archive_id": fields.String(description="URL of the task's SigMF archive"),
         "url": fields.String(required=True, description="this task"),
+        "notification": fields.Nested(
+            notification_model,
+            skip_none=True,
+            allow_null=True,
+            description="the acquisition notification (Table 13) POSTed to the entry's "
+            "callback_url, when it had one as the task finished",
+        ),
     },
 )
 recording_model = ns.model(
@@ -95,6 +118,15 @@ def render_task(result: TaskResult) -> dict:
     }
     if result.recording_count:
         rendered["archive_id"] = link("task_archive", schedule_id=entry.id, task_id=result.task_id)
+    notification = result.notification
+    if notification is not None:
+        rendered["notification"] = {
+            "state": notification.state,
+            "attempts": notification.attempts,
+            "last_error": notification.last_error,
+            "next_attempt": notification.next_attempt,
+            "delivered": notification.delivered,
+        }
     return rendered
 
 
