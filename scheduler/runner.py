@@ -1,4 +1,4 @@
-"""The runner process: ``python -m grscos.scheduler.runner ENDPOINT``.
+"""The runner process: ``python -m grscos.scheduler.runner ENDPOINT [PARENT_PID]``.
 
 It is started before its task is known, so that the interpreter, GNU Radio and
 the shipped flowgraphs are imported while the scheduler waits; then it connects
@@ -9,7 +9,9 @@ A block that raises aborts the process (the flowgraphs turn GNU Radio's exceptio
 catching off), a device may hang: that costs only this process, which the
 scheduler supervises (``supervisor.py``). Should the scheduler die (SIGKILL, a
 crash), the runner ends itself at once: unsupervised, it would go on acquiring,
-holding the signal analyzer, and then block for ever on its socket.
+holding the signal analyzer, and then block for ever on its socket. The scheduler
+passes its pid (``PARENT_PID``), so that a runner whose scheduler died while the
+runner was still starting notices too.
 """
 
 import importlib
@@ -177,10 +179,10 @@ def _exit_when_orphaned(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def main(endpoint: str) -> int:
+def main(endpoint: str, parent: int | None = None) -> int:
     # Anything printed goes to stderr, which the scheduler keeps for crash reports.
     sys.stdout = sys.stderr
-    _exit_when_orphaned(os.getppid())
+    _exit_when_orphaned(os.getppid() if parent is None else parent)
     _preload()
     link = _Link(endpoint)
     try:
@@ -202,4 +204,4 @@ def main(endpoint: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None))

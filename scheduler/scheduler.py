@@ -173,14 +173,37 @@ class Scheduler:
         logger.info("scheduler stopped")
 
     def _recover(self) -> None:
+        """Results a crash left in progress fail; whatever their runners wrote goes
+        (none of it was recorded as an acquisition)."""
         with self.database.session() as db:
             interrupted = db.execute(
+                select(TaskResult.schedule_entry_id, TaskResult.task_id).where(
+                    TaskResult.status == "in-progress"
+                )
+            ).all()
+            db.execute(
                 update(TaskResult)
                 .where(TaskResult.status == "in-progress")
                 .values(status="fail", finished=utc_now(), detail=RESTART_DETAIL)
-            ).rowcount
+            )
+        for schedule_id, task_id in interrupted:
+            self._keep_only(self.settings.data_dir / schedule_id / str(task_id), [])
         if interrupted:
-            logger.warning("%d task(s) left in progress by a crash marked failed", interrupted)
+            logger.warning("%d task(s) left in progress by a crash marked failed", len(interrupted))
+
+    def _keep_only(self, folder: Path, recordings: list[Path]) -> None:
+        """Remove the files of ``folder`` that are not of ``recordings`` (a recording
+        a stopped task was writing, its spill files), and the folder if empty."""
+        keep = {path.with_suffix("") for path in recordings}
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_file() and Path(str(path).split(".sigmf-")[0]) not in keep:
+                    path.unlink()
+        for directory in (folder, folder.parent):
+            try:
+                directory.rmdir()
+            except OSError:
+                break
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -328,11 +351,12 @@ class Scheduler:
             result = db.get(TaskResult, result_id)
             if result is None:
                 # The entry was deleted while the task ran: its files go too.
-                shutil.rmtree(folder, ignore_errors=True)
+                self._keep_only(folder, [])
                 return
             result.finished = utc_now()
             result.status = "fail" if failed else "success"
             result.detail = str(outcome) if failed else ""
+            self._keep_only(folder, recordings)
             add_recordings(result, recordings, self.settings.data_dir)
             self.notifier.queue(db, result)  # delivered after commit, by its own thread
             where = f"schedule {result.schedule_entry_id} task {result.task_id}"

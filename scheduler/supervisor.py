@@ -64,7 +64,13 @@ class RunnerProcess:
         self.socket.linger = 0
         self.socket.bind(f"ipc://{self.socket_path}")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "grscos.scheduler.runner", f"ipc://{self.socket_path}"],
+            [
+                sys.executable,
+                "-m",
+                "grscos.scheduler.runner",
+                f"ipc://{self.socket_path}",
+                str(os.getpid()),  # the runner ends itself when this process is gone
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
