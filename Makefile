@@ -26,6 +26,7 @@ format: $(READY)
 bench: $(READY)
 	$(PYTHON) tests/bench/bench_detectors.py
 	$(PYTHON) tests/bench/bench_api.py
+	$(PYTHON) tests/bench/bench_scheduler.py
 
 clean:
 	rm -rf $(VENV) build var .pytest_cache
