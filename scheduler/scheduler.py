@@ -282,10 +282,12 @@ class Scheduler:
         logger.info("schedule %s task %d: %s starts", schedule_id, task_id, action)
         folder = self.settings.data_dir / schedule_id / str(task_id)
         outcome = self._execute(action, metadata, task_id, folder, schedule_id)
+        # The next runner starts when a task ends, not while it runs: its imports
+        # must not take the CPU from an acquisition.
+        if self.runner is None and not self.stopping.is_set():
+            self.runner = RunnerProcess(self.socket_dir)
         self._record(result_id, outcome, folder)
         self.enforce_quota()
-        if self.runner is None and not self.stopping.is_set():
-            self.runner = RunnerProcess(self.socket_dir)  # ready before the next task
 
     def _execute(
         self, action: str, metadata: dict, task_id: int, folder: Path, schedule_id: str
@@ -342,7 +344,8 @@ class Scheduler:
         except RunError as error:
             return error
         finally:
-            runner.close()
+            # It exits by itself after ``finished``: reap it without holding up the result.
+            threading.Thread(target=runner.close, name="reap-runner", daemon=True).start()
 
     def _record(self, result_id: int, outcome: RunResult | RunError, folder: Path) -> None:
         failed = isinstance(outcome, RunError)

@@ -161,7 +161,6 @@ class RunnerProcess:
                 if message["type"] == "recording":
                     recordings.append(message["path"])
                 elif message["type"] == "finished":
-                    self._reap()
                     if message["status"] == "fail":
                         raise RunError(message["detail"], message["recordings"])
                     return RunResult(
@@ -201,14 +200,6 @@ class RunnerProcess:
         except ProcessLookupError:
             pass
 
-    def _reap(self) -> None:
-        """The runner exits after ``finished``; make sure it did."""
-        try:
-            self.process.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            logger.warning("runner %d did not exit after its task; killing it", self.pid)
-            self.kill()
-
     def _death(self) -> str:
         """One line on why the runner died: the exception GNU Radio aborted on, else
         its last words, with the exit status."""
@@ -228,8 +219,18 @@ class RunnerProcess:
         return f"the runner process ended with {status} and no message"
 
     def close(self) -> None:
+        """End the runner: one that has finished its task exits by itself; an idle
+        one is told to stop; either is killed after ``STOP_GRACE`` seconds."""
         if self.process.poll() is None:
-            self.kill()
+            try:
+                self.socket.send(protocol.encode("stop", reason="closed"), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            try:
+                self.process.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                logger.warning("runner %d did not exit; killing it", self.pid)
+                self.kill()
         self.socket.close()
         self.context.term()
         self.socket_path.unlink(missing_ok=True)
