@@ -27,6 +27,7 @@ from .actions.flowgraphs import Flowgraph, discover
 from .actions.registry import Action, ActionError, Limits, load_actions
 from .config import ACTIONS_FILE, Config
 from .scheduler.supervisor import RunError, RunResult, run
+from .storage.models import format_utc
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +128,7 @@ def _replay_defaults(action: Action, overrides: dict, flowgraph: Flowgraph, fact
 
 
 def utc_now() -> str:
-    now = datetime.datetime.now(datetime.UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return format_utc(datetime.datetime.now(datetime.UTC))
 
 
 def global_metadata(

@@ -67,6 +67,11 @@ class Config:
     def sensor(self) -> dict:
         return sensor.load_sensor(self.file(sensor.SENSOR_FILE))
 
+    @property
+    def sensor_id(self) -> str:
+        """The sensor's id: its sensor_spec's (the Sensor object, Table 37, has none)."""
+        return str(self.sensor.get("sensor_spec", {}).get("id", ""))
+
     @cached_property
     def location(self) -> dict:
         return sensor.load_location(self.file(sensor.LOCATION_FILE))

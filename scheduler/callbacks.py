@@ -32,11 +32,17 @@ import requests
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from ..config import Config
 from ..settings import Settings
 from ..storage import credentials
 from ..storage.database import Database
-from ..storage.models import Notification, ScheduleEntry, TaskResult, utc_now
+from ..storage.models import (
+    Notification,
+    ScheduleEntry,
+    TaskResult,
+    format_duration,
+    format_utc,
+    utc_now,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,22 +55,6 @@ BODY_EXCERPT = 200  # characters of an error answer's body kept in last_error
 MAX_SLEEP_SECONDS = 60.0  # the thread looks at the database at least this often
 
 
-def sensor_id(config: Config) -> str:
-    """The sensor's id, as the API gives it (its sensor_spec's id, Table 37)."""
-    return str(config.sensor.get("sensor_spec", {}).get("id", ""))
-
-
-def _iso(moment: datetime.datetime) -> str:
-    moment = moment.astimezone(datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def _duration(delta: datetime.timedelta) -> str:
-    hours, rest = divmod(delta.total_seconds(), 3600)
-    minutes, rest = divmod(rest, 60)
-    return f"{int(hours):02d}:{int(minutes):02d}:{rest:09.6f}"
-
-
 def notification_payload(result: TaskResult, sensor: str = "") -> dict:
     """Table 13 for a finished task: its times, status and detail, and each
     recording's SigMF metadata (Table 25; the data stays on the sensor, at
@@ -75,9 +65,9 @@ def notification_payload(result: TaskResult, sensor: str = "") -> dict:
         "message_type": MESSAGE_TYPE,
         "task_id": result.task_id,
         "schedule_id": entry.id,
-        "started": _iso(result.started),
-        "finished": _iso(finished),
-        "duration": _duration(finished - result.started),
+        "started": format_utc(result.started),
+        "finished": format_utc(finished),
+        "duration": format_duration(finished - result.started),
         "status": result.status,
         "detail": result.detail or "",
         "recordings": [

@@ -39,11 +39,12 @@ from ..storage.models import (
     ScheduleEntry,
     SchedulerState,
     TaskResult,
+    format_utc,
     utc_now,
 )
 from ..storage.results import add_recordings
 from . import series
-from .callbacks import Notifier, sensor_id
+from .callbacks import Notifier
 from .supervisor import RunError, RunnerProcess, RunResult
 from .wake import WakeListener, wake
 
@@ -62,22 +63,19 @@ class Due:
 def schedule_entry_metadata(entry: ScheduleEntry) -> dict:
     """The entry as ``scos-acquisition:schedule_entry`` records it (Table 23)."""
 
-    def iso(moment: datetime.datetime) -> str:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
     metadata = {
         "id": entry.id,
         "name": entry.name,
         "action": entry.action,
-        "start": iso(entry.start),
+        "start": format_utc(entry.start),
         "priority": entry.priority,
         "is_active": entry.is_active,
-        "created": iso(entry.created),
-        "modified": iso(entry.modified),
+        "created": format_utc(entry.created),
+        "modified": format_utc(entry.modified),
         "owner": entry.owner.username,
     }
     if entry.stop is not None:
-        metadata["stop"] = iso(entry.stop)
+        metadata["stop"] = format_utc(entry.stop)
     if entry.interval is not None:
         metadata["interval"] = entry.interval
     return metadata
@@ -116,7 +114,7 @@ class Scheduler:
         self.runner: RunnerProcess | None = None
         self.wake: WakeListener | None = None
         # Acquisition notifications, delivered from a thread of their own (callbacks.py).
-        self.notifier = Notifier(self.database, settings, sensor_id(self.config))
+        self.notifier = Notifier(self.database, settings, self.config.sensor_id)
         self._state = ""
         self._beaten = 0.0
         # The data filesystem's (total, used, free); a test may measure another way.
@@ -217,7 +215,8 @@ class Scheduler:
         self._beat("idle")
         wait = SCHEDULER_HEARTBEAT_SECONDS
         if due is not None:
-            wait = min(wait, (due.time - now).total_seconds())
+            # Measured after the heartbeat's write, so that it does not make us late.
+            wait = min(wait, (due.time - utc_now()).total_seconds())
         self.wake.wait(max(wait, 0.0))
 
     def next_due(self) -> Due | None:

@@ -36,6 +36,20 @@ def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def format_utc(moment: datetime.datetime) -> str:
+    """ISO 8601 UTC with milliseconds and ``Z``, as the API, SigMF and notifications
+    write times."""
+    moment = moment.astimezone(datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def format_duration(delta: datetime.timedelta) -> str:
+    """``HH:MM:SS.ffffff``, as NTIA's scos-sensor writes task durations."""
+    hours, rest = divmod(delta.total_seconds(), 3600)
+    minutes, rest = divmod(rest, 60)
+    return f"{int(hours):02d}:{int(minutes):02d}:{rest:09.6f}"
+
+
 class UTCDateTime(TypeDecorator):
     """An aware UTC datetime, stored without zone (SQLite has none)."""
 

@@ -40,20 +40,9 @@ class Capabilities(AuthenticatedResource):
     def get(self):
         """The sensor (Table 37) and the actions the user may schedule (Table 22)."""
         sensor = sensor_app()
-        catalog = sensor.catalog
-        actions = []
-        for action in sorted(catalog.actions.values(), key=lambda action: action.name):
-            if action.admin_only and not g.user.is_admin:
-                continue
-            flowgraph = catalog.flowgraphs[action.flowgraph]
-            actions.append(
-                {
-                    "name": action.name,
-                    "summary": action.summary,
-                    "description": action.description or None,
-                    "admin_only": action.admin_only,
-                    "max_run_time": action.max_run_time,
-                    "parameters": action.resolve({}, catalog.limits, flowgraph.parameters),
-                }
-            )
+        actions = [
+            action
+            for action in sensor.action_descriptions
+            if g.user.is_admin or not action["admin_only"]
+        ]
         return {"sensor": sensor.config.sensor, "actions": actions}

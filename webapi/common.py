@@ -9,6 +9,7 @@ that documents it, plus the cross-field rules of the resource.
 import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,6 +23,7 @@ from ..acquire import Catalog
 from ..config import Config
 from ..settings import Settings
 from ..storage.database import Database
+from ..storage.models import format_duration, format_utc
 
 # Times clients may give: a sensor has no use for others, and arithmetic on them stays
 # far from datetime's limits.
@@ -43,8 +45,26 @@ class SensorApp:
 
     @property
     def sensor_id(self) -> str:
-        # The Sensor object (Table 37) has no id of its own: it is its sensor_spec's.
-        return str(self.config.sensor.get("sensor_spec", {}).get("id", ""))
+        return self.config.sensor_id
+
+    @cached_property
+    def action_descriptions(self) -> list[dict]:
+        """Every action as ``/capabilities`` lists it (Table 22 and its parameters),
+        by name; the configuration does not change while the API runs."""
+        catalog = self.catalog
+        return [
+            {
+                "name": action.name,
+                "summary": action.summary,
+                "description": action.description or None,
+                "admin_only": action.admin_only,
+                "max_run_time": action.max_run_time,
+                "parameters": action.resolve(
+                    {}, catalog.limits, catalog.flowgraphs[action.flowgraph].parameters
+                ),
+            }
+            for action in sorted(catalog.actions.values(), key=lambda action: action.name)
+        ]
 
 
 def sensor_app() -> SensorApp:
@@ -68,12 +88,6 @@ def close_session(_exception: BaseException | None) -> None:
         db_session.close()
 
 
-def utc(moment: datetime.datetime) -> str:
-    """ISO 8601 UTC with milliseconds and ``Z``."""
-    moment = moment.astimezone(datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 class UTCDateTime(fields.DateTime):
     """A datetime written as ISO 8601 UTC with milliseconds and ``Z``."""
 
@@ -82,7 +96,7 @@ class UTCDateTime(fields.DateTime):
     def format(self, value: datetime.datetime | str) -> str:
         if isinstance(value, str):
             value = datetime.datetime.fromisoformat(value)
-        return utc(value)
+        return format_utc(value)
 
 
 class Duration(fields.String):
@@ -91,10 +105,7 @@ class Duration(fields.String):
     __schema_example__ = "00:00:01.250000"
 
     def format(self, value: datetime.timedelta) -> str:
-        seconds = value.total_seconds()
-        hours, rest = divmod(seconds, 3600)
-        minutes, rest = divmod(rest, 60)
-        return f"{int(hours):02d}:{int(minutes):02d}:{rest:09.6f}"
+        return format_duration(value)
 
 
 def parse_time(field: str, text: str) -> datetime.datetime:
@@ -110,7 +121,7 @@ def parse_time(field: str, text: str) -> datetime.datetime:
     except OverflowError:
         bad_request(field, f"out of range: {text!r}")
     if not EARLIEST <= moment < LATEST:
-        bad_request(field, f"must be between {utc(EARLIEST)} and {utc(LATEST)}")
+        bad_request(field, f"must be between {format_utc(EARLIEST)} and {format_utc(LATEST)}")
     return moment
 
 
@@ -131,18 +142,30 @@ def error_model(namespace: Namespace) -> Model:
     )
 
 
+_validators: dict[tuple[str, bool], jsonschema.Draft4Validator] = {}
+
+
+def _validator(model: Model, partial: bool) -> jsonschema.Draft4Validator:
+    """The validator of ``model``'s schema, made once per model (not per request)."""
+    key = (model.name, partial)
+    if key not in _validators:
+        schema = dict(model.__schema__)
+        if partial:
+            schema.pop("required", None)
+        schema["definitions"] = {}
+        _validators[key] = jsonschema.Draft4Validator(schema)
+    return _validators[key]
+
+
 def validate_payload(model: Model, partial: bool = False) -> dict[str, Any]:
     """The request's JSON object, checked against ``model`` (which rejects unknown
     fields); ``partial`` (PATCH) drops the required fields. 400 naming each bad field."""
     payload = request.get_json(silent=True)
     if not isinstance(payload, dict):
         abort(400, "the request body must be a JSON object", errors={"body": "not a JSON object"})
-    schema = dict(model.__schema__)
-    if partial:
-        schema.pop("required", None)
-    schema["definitions"] = {}
+    validator = _validator(model, partial)
+    schema = validator.schema
     errors: dict[str, str] = {}
-    validator = jsonschema.Draft4Validator(schema)
     for error in validator.iter_errors(payload):
         if error.validator == "additionalProperties":
             for name in sorted(set(payload) - set(schema.get("properties", {}))):
