@@ -2,6 +2,7 @@
 """QA for the simulated signal analyzer against independent numpy computations."""
 
 import math
+import time
 
 import numpy as np
 import pmt
@@ -242,6 +243,19 @@ class qa_sigan_sim(gr_unittest.TestCase):
         self.assertEqual(radio_time(time_tag.value), (1_700_000_000, 0.25))
         self.assertEqual(pmt.to_double(frequency_tag.value), 3.55e9)
         self.assertEqual(pmt.to_double(rate_tag.value), 2.5e6)
+
+    def test_rx_time_without_start_time_is_the_wall_clock_at_start_not_at_build(self):
+        sim = scos.sigan_sim(sample_rate=1e6)
+        head = blocks.head(gr.sizeof_gr_complex, 1000)
+        sink = blocks.vector_sink_c()
+        self.tb.connect(sim, head, sink)
+        time.sleep(0.3)  # built ahead of its start, as the runner builds a task's flowgraph
+        before = time.time()
+        self.tb.run()
+        (time_tag,) = tags_named(sink.tags(), "rx_time")
+        seconds, fraction = radio_time(time_tag.value)
+        self.assertGreaterEqual(seconds + fraction, before)
+        self.assertLess(seconds + fraction, time.time())
 
     def test_set_frequency_while_running_retags(self):
         sample_rate, after = 1e6, 20_000

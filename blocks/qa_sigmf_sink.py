@@ -273,6 +273,18 @@ class qa_sigmf_sink(gr_unittest.TestCase):
         self.record_iq(self.iq(10), stream_tags, split_on_retune=True, on_recording=reported.append)
         self.assertEqual(reported, [f"{self.base}-000.sigmf-meta", f"{self.base}-001.sigmf-meta"])
 
+    def test_finished_is_set_when_the_last_recording_is_written(self):
+        sink = scos.sigmf_sink(self.base, "complex")
+        self.assertFalse(sink.finished.is_set())
+        written = []
+        # Seen from the runner: when finished is set, every recording is on disk.
+        sink.on_recording = lambda path: written.append(sink.finished.is_set())
+        source = blocks.vector_source_c(self.iq(10).tolist(), False, 1, radio_tags())
+        self.record(source, sink)
+        self.assertTrue(sink.finished.is_set())
+        self.assertEqual(written, [False])
+        self.assertTrue(os.path.exists(f"{self.base}.sigmf-meta"))
+
     def test_global_extensions_are_written_and_declared(self):
         sensor = {
             "sensor_spec": {"id": "lab-1"},

@@ -14,6 +14,8 @@ BOLTZMANN = 1.380649e-23  # J/K
 # Samples without clipping after which an overload is over.
 OVERLOAD_HOLD = 1024
 REFERENCE_TEMPERATURE = 290.0  # K, the T0 of the noise-figure definition
+# Samples per work() call at most (~2 ms at 14 MS/s, ~10 ms of computing them).
+MAX_ITEMS_PER_CALL = 1 << 15
 
 
 def dbm_to_watts(dbm: float) -> float:
@@ -107,7 +109,7 @@ class sigan_sim(gr.sync_block):
     With ``max_input_power`` (dBm at the reference point) set, samples above it are
     clipped like an ADC and the span is tagged ``scos_sensor`` ``overload_sigan``.
     Tags like a radio: ``rx_time`` (from ``start_time``, Unix seconds, or the wall
-    clock), ``rx_freq`` and ``rx_rate`` at the first sample and after every retune.
+    clock when the flowgraph starts), ``rx_freq`` and ``rx_rate`` at the first sample and after every retune.
     Identical parameters and ``seed`` give identical samples. With ``paced`` the
     block emits at ``sample_rate`` in real time; otherwise as fast as it can.
     """
@@ -130,6 +132,9 @@ class sigan_sim(gr.sync_block):
     ):
         gr.sync_block.__init__(self, name="scos_sigan_sim", in_sig=None, out_sig=[np.complex64])
         use_large_buffers(self, gr.sizeof_gr_complex)
+        # Large buffers, but not one huge first call: a short acquisition would wait
+        # for (and the sim compute) hundreds of thousands of samples it never uses.
+        self.set_max_noutput_items(MAX_ITEMS_PER_CALL)
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
         if temperature <= 0:
@@ -149,8 +154,10 @@ class sigan_sim(gr.sync_block):
         self.set_max_input_power(max_input_power)
         self._rng = np.random.Generator(np.random.PCG64(seed))
         # rx_time of sample ``_anchor_item``; samples after it follow at ``sample_rate``.
+        # Without ``start_time``, the wall clock at the first work() call: a flowgraph
+        # may be built well before it starts.
         self._anchor_time = (
-            tags.RadioTime.now()
+            None
             if start_time is None
             else tags.RadioTime(int(start_time), start_time - int(start_time))
         )
@@ -236,6 +243,8 @@ class sigan_sim(gr.sync_block):
         with self.settings_lock:
             out = output_items[0]
             first = self.nitems_written(0)
+            if self._anchor_time is None:
+                self._anchor_time = tags.RadioTime.now()
             if self._pending_rate is not None:
                 self._apply_rate(first)
             count = len(out) if self._clock is None else self._clock.allowance(len(out))

@@ -5,6 +5,7 @@ import heapq
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -134,6 +135,9 @@ class sigmf_sink(gr.sync_block):
     ``on_recording`` (a callable, e.g. the runner's progress reporter), the last one
     included; messages could not carry it, as the flowgraph is stopping when the
     last recording is finished. A stream without samples writes nothing.
+    ``finished`` (a ``threading.Event``) is set when the sink has ended and its last
+    recording is written: the runner then stops the flowgraph, rather than wait for
+    the sources upstream to fill their buffers before they notice.
     """
 
     def __init__(
@@ -175,6 +179,7 @@ class sigmf_sink(gr.sync_block):
         )
         self.on_recording = on_recording
         self.recordings: list[str] = []
+        self.finished = threading.Event()
         self.overflows = 0
         self._recording: _Recording | None = None
         self._rate = float(sample_rate) if sample_rate else None
@@ -246,6 +251,7 @@ class sigmf_sink(gr.sync_block):
         # empty one); the caller sees an empty ``recordings`` list.
         if self._recording is not None:
             self._finish(self._recording)
+        self.finished.set()
         return True
 
     def _apply_tags(self, item: int, found: list) -> None:

@@ -11,7 +11,7 @@ venv="$repo/.venv"
 debian_packages=(
     gnuradio gnuradio-dev gr-osmosdr python3-uhd uhd-host
     python3-venv python3-pip python3-numpy python3-yaml python3-zmq
-    postgresql wrk
+    postgresql wrk nginx-light chromium chromium-driver openssl
     cmake make g++ pkg-config git sudo
 )
 

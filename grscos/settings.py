@@ -26,7 +26,12 @@ variable                   meaning                                         defau
 ``SCOS_OAUTH_CLIENT_ID``   the sensor's OAuth2 client id                    (required for oauth)
 ``SCOS_OAUTH_CLIENT_SECRET``
                            the sensor's OAuth2 client secret                (required for oauth)
-``SCOS_CALLBACK_VERIFY``   TLS verification of callback and token URLs:     ``true``
+``SCOS_MANAGER_URL``       the manager's API (``https://host/api/v1``): the  (no association)
+                           sensor associates with it at start-up (Table 1)
+``SCOS_MANAGER_TOKEN``     ``Authorization: Token`` for the manager, when    (none)
+                           no OAuth2 client is configured
+``SCOS_CALLBACK_VERIFY``   TLS verification of callback, token and          ``true``
+                           manager URLs:
                            ``true``, ``false`` or a CA bundle file (or
                            directory)
 ``SCOS_CALLBACK_RETRIES``  delivery attempts of a notification before it    ``10``
@@ -77,6 +82,8 @@ class Settings:
     oauth_client_secret: str | None = field(default=None, repr=False)
     callback_verify: bool | Path = True
     callback_retries: int = 10
+    manager_url: str | None = None
+    manager_token: str | None = field(default=None, repr=False)
 
     @property
     def secret_key_file(self) -> Path:
@@ -140,12 +147,7 @@ class Settings:
                         f"{name}: required when SCOS_CALLBACK_AUTH is oauth or another "
                         "SCOS_OAUTH_ variable is set"
                     )
-            token_url = urlsplit(oauth["SCOS_OAUTH_TOKEN_URL"])
-            if token_url.scheme not in ("http", "https") or not token_url.hostname:
-                raise SettingsError(
-                    "SCOS_OAUTH_TOKEN_URL: must be an absolute http:// or https:// URL, "
-                    f"got {oauth['SCOS_OAUTH_TOKEN_URL']!r}"
-                )
+            _check_http_url("SCOS_OAUTH_TOKEN_URL", oauth["SCOS_OAUTH_TOKEN_URL"])
         verify_text = get("SCOS_CALLBACK_VERIFY") or "true"
         callback_verify: bool | Path
         if verify_text.lower() in TRUE_WORDS:
@@ -167,6 +169,9 @@ class Settings:
             raise SettingsError(
                 f"SCOS_CALLBACK_RETRIES: must be at least 1, got {callback_retries}"
             )
+        manager_url = get("SCOS_MANAGER_URL")
+        if manager_url is not None:
+            _check_http_url("SCOS_MANAGER_URL", manager_url)
         config = get("SCOS_CONFIG")
         return cls(
             home=home,
@@ -187,4 +192,12 @@ class Settings:
             oauth_client_secret=oauth["SCOS_OAUTH_CLIENT_SECRET"],
             callback_verify=callback_verify,
             callback_retries=callback_retries,
+            manager_url=manager_url,
+            manager_token=get("SCOS_MANAGER_TOKEN"),
         )
+
+
+def _check_http_url(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name}: must be an absolute http:// or https:// URL, got {url!r}")

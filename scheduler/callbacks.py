@@ -89,11 +89,11 @@ class DeliveryError(Exception):
         self.final = final
 
 
-def _describe(error: Exception) -> str:
+def describe_error(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _answer(response: requests.Response) -> str:
+def describe_answer(response: requests.Response) -> str:
     body = response.text[:BODY_EXCERPT].strip()
     reason = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
     return f"{reason}: {body}" if body else reason
@@ -109,7 +109,7 @@ class OAuthClient:
     def __init__(self, settings: Settings, http: requests.Session, timeout: float):
         self.url = settings.oauth_token_url
         self.client = (settings.oauth_client_id, settings.oauth_client_secret)
-        self.verify = _verify(settings)
+        self.verify = tls_verify(settings)
         self.http = http
         self.timeout = timeout
         self._token: str | None = None
@@ -131,16 +131,16 @@ class OAuthClient:
                     allow_redirects=False,
                 )
             except requests.RequestException as error:
-                raise DeliveryError(f"OAuth2 token: {_describe(error)}") from error
+                raise DeliveryError(f"OAuth2 token: {describe_error(error)}") from error
             if not 200 <= response.status_code < 300:
-                raise DeliveryError(f"OAuth2 token: {_answer(response)}")
+                raise DeliveryError(f"OAuth2 token: {describe_answer(response)}")
             try:
                 body = response.json()
                 token = body["access_token"]
                 lifetime = float(body.get("expires_in") or self.default_lifetime)
             except (ValueError, KeyError, TypeError, AttributeError) as error:
                 raise DeliveryError(
-                    f"OAuth2 token: no access_token in the answer ({_describe(error)})"
+                    f"OAuth2 token: no access_token in the answer ({describe_error(error)})"
                 ) from error
             if not isinstance(token, str) or not token:
                 raise DeliveryError("OAuth2 token: the access_token is not a string")
@@ -153,7 +153,7 @@ class OAuthClient:
             self._token = None
 
 
-def _verify(settings: Settings) -> bool | str:
+def tls_verify(settings: Settings) -> bool | str:
     verify = settings.callback_verify
     return verify if isinstance(verify, bool) else str(verify)
 
@@ -182,7 +182,7 @@ class Notifier:
         self.database = database
         self.settings = settings
         self.sensor_id = sensor
-        self.verify = _verify(settings)
+        self.verify = tls_verify(settings)
         self.http = requests.Session()
         self.oauth = (
             OAuthClient(settings, self.http, self.timeout)
@@ -305,7 +305,7 @@ class Notifier:
             error = problem
         except Exception as problem:  # a bug must not retry the same one forever
             logger.exception("notification %d", notification.id)
-            error = DeliveryError(_describe(problem))
+            error = DeliveryError(describe_error(problem))
         self._settle(notification.id, error)
 
     def _post(self, notification: _Due) -> None:
@@ -330,11 +330,11 @@ class Notifier:
                 allow_redirects=False,
             )
         except requests.RequestException as problem:
-            raise DeliveryError(_describe(problem)) from problem
+            raise DeliveryError(describe_error(problem)) from problem
         if not 200 <= response.status_code < 300:
             if response.status_code == 401 and self.oauth is not None:
                 self.oauth.forget()  # perhaps revoked: get another next time
-            raise DeliveryError(_answer(response))
+            raise DeliveryError(describe_answer(response))
 
     def _settle(self, notification_id: int, error: DeliveryError | None) -> None:
         with self.database.session() as db:

@@ -8,8 +8,10 @@ Runner to scheduler:
 =============  =================================================================
 ``ready``      ``pid``: the runner has imported GNU Radio and the flowgraphs and
                waits for its task
-``heartbeat``  sent every ``HEARTBEAT_SECONDS`` while the runner waits
-``started``    the flowgraph is built and running
+``heartbeat``  sent every ``HEARTBEAT_SECONDS`` while the runner waits (for its
+               task, or for the task's ``start_at``)
+``started``    the flowgraph is running: ``at`` (Unix seconds) when it started,
+               ``build_seconds`` how long building it took
 ``progress``   ``seconds``, ``samples``, ``recordings`` so far; sent every
                ``HEARTBEAT_SECONDS`` while the task runs, so it is its heartbeat
 ``recording``  ``path``: a finished recording's ``.sigmf-meta``
@@ -21,8 +23,10 @@ Scheduler to runner:
 
 =============  =================================================================
 ``task``       ``request``: ``{"name", "source", "arguments"}`` of the flowgraph
-               (``grscos.actions.flowgraphs``) to build and run, once
-``stop``       ``reason``: stop the flowgraph now (it ends ``fail`` with the reason)
+               (``grscos.actions.flowgraphs``) to build and run, once; ``start_at``
+               (Unix seconds): build it now, start it then (at once if it has passed)
+``stop``       ``reason``: stop the flowgraph now (it ends ``fail`` with the reason,
+               without starting if it was waiting for ``start_at``)
 =============  =================================================================
 
 A message that is not valid JSON, has another version, an unknown type or lacks a
@@ -32,13 +36,13 @@ field raises :class:`ProtocolError`; the receiving side treats its peer as broke
 import json
 from typing import Any
 
-VERSION = 1
+VERSION = 2  # 2: task start_at, started at and build_seconds
 HEARTBEAT_SECONDS = 0.25
 
 FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ready": {"pid": int},
     "heartbeat": {},
-    "started": {},
+    "started": {"at": (int, float), "build_seconds": (int, float)},
     "progress": {"seconds": (int, float), "samples": int, "recordings": int},
     "recording": {"path": str},
     "finished": {
@@ -48,7 +52,7 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "overflows": int,
         "samples": int,
     },
-    "task": {"request": dict},
+    "task": {"request": dict, "start_at": (int, float)},
     "stop": {"reason": str},
 }
 STATUSES = ("success", "fail")

@@ -1,9 +1,11 @@
 """The runner process: ``python -m grscos.scheduler.runner ENDPOINT [PARENT_PID]``.
 
-It is started before its task is known, so that the interpreter, GNU Radio and
-the shipped flowgraphs are imported while the scheduler waits; then it connects
-to ``ENDPOINT``, says ``ready``, runs the one task it is sent and exits
-(``protocol.py`` lists the messages).
+It is started before its task is known (while the previous task records), so
+that the interpreter, GNU Radio and the shipped flowgraphs are imported ahead,
+at low CPU priority; then it connects to ``ENDPOINT``, says ``ready``, runs the
+one task it is sent and exits (``protocol.py`` lists the messages). The task
+comes ahead of its time with ``start_at``: the runner builds the flowgraph (for
+hardware, opens the device) at once and starts it at that instant.
 
 A block that raises aborts the process (the flowgraphs turn GNU Radio's exception
 catching off), a device may hang: that costs only this process, which the
@@ -30,6 +32,7 @@ from . import protocol
 logger = logging.getLogger(__name__)
 
 PARENT_CHECK_SECONDS = 0.25  # how often the runner checks that its scheduler lives
+START_SLACK_SECONDS = 0.005  # the end of the wait for start_at is slept, not polled
 
 
 def _preload() -> None:
@@ -40,6 +43,36 @@ def _preload() -> None:
 
     for module in pkgutil.iter_modules(grscos.flowgraphs.__path__):
         importlib.import_module(f"grscos.flowgraphs.{module.name}")
+
+
+def _preload_at_low_priority() -> None:
+    """``_preload`` in a thread of the lowest nice value (19): a runner is started
+    while the previous task records, and should take CPU time from the acquisition
+    only where it leaves some. Nice 19 (not SCHED_IDLE) still gets a share when
+    other processes keep the CPUs busy, so a runner is never starved. The main
+    thread, whose priority the flowgraph's threads inherit, keeps the normal one."""
+    # These start threads of their own when imported (GNU Radio's runtime eleven,
+    # OpenBLAS one), which would inherit a low priority: they come first, here.
+    import numpy  # noqa: F401
+    from gnuradio import gr  # noqa: F401
+
+    errors: list[BaseException] = []
+
+    def preload() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread
+        except OSError as error:
+            logger.warning("importing at normal priority: %s", error)
+        try:
+            _preload()
+        except BaseException as error:  # re-raised in the main thread
+            errors.append(error)
+
+    thread = threading.Thread(target=preload, name="preload")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 class _Link:
@@ -79,8 +112,9 @@ def _one_line(error: BaseException) -> str:
     return text if isinstance(error, ValueError | OSError) else f"{type(error).__name__}: {text}"
 
 
-def run_task(link: _Link, request: dict) -> None:
-    """Build and run the flowgraph of ``request``, reporting on ``link``."""
+def run_task(link: _Link, request: dict, start_at: float) -> None:
+    """Build the flowgraph of ``request``, start it at ``start_at`` (Unix seconds) and
+    run it, reporting on ``link``."""
     from gnuradio import scos
 
     from grscos.actions.flowgraphs import load_class
@@ -103,6 +137,7 @@ def run_task(link: _Link, request: dict) -> None:
     except Exception as error:  # any failure to build is the task's failure, reported
         finish("fail", _one_line(error))
         return
+    build_seconds = time.monotonic() - began
     # grcc makes every block an attribute of the top block.
     blocks = list(vars(top).values())
     sources = [block for block in blocks if isinstance(block, scos.sigan_source)]
@@ -130,9 +165,17 @@ def run_task(link: _Link, request: dict) -> None:
         stopped.append(reason)
         top.stop()
 
+    early_stop = _wait_until(link, start_at)
+    if early_stop is not None:
+        finish("fail", early_stop)
+        return
     signal.signal(signal.SIGTERM, lambda *_: stop("stopped by SIGTERM"))
     top.start()
-    link.send("started")
+    link.send("started", at=time.time(), build_seconds=round(build_seconds, 6))
+    if sinks:
+        threading.Thread(
+            target=_stop_when_recorded, args=(top, sinks), name="recorded", daemon=True
+        ).start()
     # The waiter writes to a pipe when the flowgraph ends, which wakes the loop at once.
     ended_read, ended_write = os.pipe()
 
@@ -167,6 +210,29 @@ def run_task(link: _Link, request: dict) -> None:
     )
 
 
+def _wait_until(link: _Link, start_at: float) -> str | None:
+    """Sleep until ``start_at`` (Unix seconds), with heartbeats; the reason if the
+    scheduler says stop first, else None."""
+    while (remaining := start_at - time.time()) > START_SLACK_SECONDS:
+        # zmq's poll counts whole milliseconds: the last stretch is slept.
+        message = link.receive(min(remaining - START_SLACK_SECONDS, protocol.HEARTBEAT_SECONDS))
+        if message is None:
+            link.send("heartbeat")
+        elif message["type"] == "stop":
+            return message["reason"]
+    time.sleep(max(0.0, start_at - time.time()))
+    return None
+
+
+def _stop_when_recorded(top, sinks: list) -> None:
+    """Stop the flowgraph once every sink has written its last recording. Left alone,
+    it would run until the sources upstream, blocked on full buffers, notice the
+    sinks are gone: up to a few hundred milliseconds of samples nobody records."""
+    for sink in sinks:
+        sink.finished.wait()
+    top.stop()
+
+
 def _exit_when_orphaned(parent: int) -> None:
     """End this process as soon as ``parent`` (the scheduler) is gone, whatever the
     main thread is doing (it may be blocked sending to the dead scheduler)."""
@@ -183,7 +249,7 @@ def main(endpoint: str, parent: int | None = None) -> int:
     # Anything printed goes to stderr, which the scheduler keeps for crash reports.
     sys.stdout = sys.stderr
     _exit_when_orphaned(os.getppid() if parent is None else parent)
-    _preload()
+    _preload_at_low_priority()
     link = _Link(endpoint)
     try:
         link.send("ready", pid=os.getpid())
@@ -192,7 +258,7 @@ def main(endpoint: str, parent: int | None = None) -> int:
             if message is None:
                 link.send("heartbeat")
             elif message["type"] == "task":
-                run_task(link, message["request"])
+                run_task(link, message["request"], message["start_at"])
                 return 0
             else:
                 return 0  # stopped before any task

@@ -18,6 +18,7 @@ While it runs, the scheduler keeps its heartbeat row current (``/status`` shows
 entry is deleted or the sensor shuts down.
 """
 
+import collections
 import datetime
 import logging
 import os
@@ -44,6 +45,7 @@ from ..storage.models import (
 )
 from ..storage.results import add_recordings
 from . import series
+from .association import Associator
 from .callbacks import Notifier
 from .supervisor import RunError, RunnerProcess, RunResult
 from .wake import WakeListener, wake
@@ -52,6 +54,14 @@ logger = logging.getLogger(__name__)
 
 RESTART_DETAIL = "interrupted: sensor restarted"
 STOP_CHECK_SECONDS = 0.5  # how often a running task's entry is checked for deletion
+# A task goes to its runner this long before its time, plus twice the longest recent
+# flowgraph build (opening a USRP takes seconds), so that it starts on the instant.
+MIN_LEAD_SECONDS = 0.5
+MAX_LEAD_SECONDS = 30.0
+BUILDS_REMEMBERED = 20
+# Runners kept importing or ready: two, so that a task shorter than one runner's
+# import (~0.25 s) still finds the next one ready.
+SPARE_RUNNERS = 2
 
 
 @dataclass(frozen=True)
@@ -111,12 +121,17 @@ class Scheduler:
         self.device = device or default_device()
         self.socket_dir = settings.home / "run"
         self.stopping = threading.Event()
-        self.runner: RunnerProcess | None = None
+        self.spares: collections.deque[RunnerProcess] = collections.deque()
         self.wake: WakeListener | None = None
         # Acquisition notifications, delivered from a thread of their own (callbacks.py).
         self.notifier = Notifier(self.database, settings, self.config.sensor_id)
+        # Manager association (Table 1), from a thread too, when a manager is set.
+        self.associator = (
+            Associator(settings, self.config.sensor_id) if settings.manager_url else None
+        )
         self._state = ""
         self._beaten = 0.0
+        self._builds: collections.deque[float] = collections.deque(maxlen=BUILDS_REMEMBERED)
         # The data filesystem's (total, used, free); a test may measure another way.
         self.disk_usage = shutil.disk_usage
 
@@ -136,8 +151,10 @@ class Scheduler:
                 db.add(state)
             state.pid, state.state, state.started, state.heartbeat = os.getpid(), "idle", now, now
         self._state = "idle"
-        self.runner = RunnerProcess(self.socket_dir)
+        self._spare_runners()
         self.notifier.start()
+        if self.associator is not None:
+            self.associator.start()
         logger.info("scheduler started (pid %d, device %s)", os.getpid(), self.device)
 
     def serve_forever(self) -> None:
@@ -157,9 +174,10 @@ class Scheduler:
 
     def close(self) -> None:
         self.notifier.stop()
-        if self.runner is not None:
-            self.runner.close()
-            self.runner = None
+        if self.associator is not None:
+            self.associator.stop()
+        while self.spares:
+            self.spares.popleft().close()
         if self.wake is not None:
             self.wake.close()
             self.wake = None
@@ -205,18 +223,26 @@ class Scheduler:
 
     # --- the loop ----------------------------------------------------------------------
 
+    @property
+    def lead(self) -> datetime.timedelta:
+        """How long before its time a task is handed to its runner."""
+        longest_build = max(self._builds, default=0.0)
+        return datetime.timedelta(
+            seconds=min(MAX_LEAD_SECONDS, MIN_LEAD_SECONDS + 2 * longest_build)
+        )
+
     def step(self) -> None:
-        """Run the task that is due, or sleep until one is (or the schedule changes)."""
+        """Run the task that is due (or about to be), or sleep until one is (or the
+        schedule changes)."""
         due = self.next_due()
-        now = utc_now()
-        if due is not None and due.time <= now:
+        if due is not None and due.time - self.lead <= utc_now():
             self.run_task(due.schedule_id)
             return
         self._beat("idle")
         wait = SCHEDULER_HEARTBEAT_SECONDS
         if due is not None:
             # Measured after the heartbeat's write, so that it does not make us late.
-            wait = min(wait, (due.time - utc_now()).total_seconds())
+            wait = min(wait, (due.time - self.lead - utc_now()).total_seconds())
         self.wake.wait(max(wait, 0.0))
 
     def next_due(self) -> Due | None:
@@ -242,13 +268,15 @@ class Scheduler:
         return None if row is None else Due(*row)
 
     def run_task(self, schedule_id: str) -> None:
-        """Take the entry's next task (committed before it runs), run it, record it."""
+        """Take the entry's next task (committed before it runs, up to ``lead`` ahead
+        of its time), run it, record it. Changes to the entry after that apply from
+        its next task on; deleting it still stops this one."""
         now = utc_now()
         with self.database.session() as db:
             entry = db.get(ScheduleEntry, schedule_id)
             if entry is None or not entry.is_active or entry.next_task_time is None:
                 return
-            if entry.next_task_time > now:
+            if entry.next_task_time - self.lead > now:
                 return
             scheduled = entry.next_task_time
             latest, skipped = collapse(scheduled, entry.interval, entry.stop, now)
@@ -269,7 +297,7 @@ class Scheduler:
             result = TaskResult(
                 task_id=task_id,
                 scheduled=latest,
-                started=utc_now(),
+                started=max(utc_now(), latest),  # until the runner says when it did
                 status="in-progress",
                 detail="",
             )
@@ -280,17 +308,35 @@ class Scheduler:
             metadata = schedule_entry_metadata(entry)
         logger.info("schedule %s task %d: %s starts", schedule_id, task_id, action)
         folder = self.settings.data_dir / schedule_id / str(task_id)
-        outcome = self._execute(action, metadata, task_id, folder, schedule_id)
-        # The next runner starts when a task ends, not while it runs: its imports
-        # must not take the CPU from an acquisition.
-        if self.runner is None and not self.stopping.is_set():
-            self.runner = RunnerProcess(self.socket_dir)
-        self._record(result_id, outcome, folder)
+        outcome, started = self._execute(action, metadata, task_id, folder, schedule_id, latest)
+        self._spare_runners()  # when the task failed before its flowgraph started
+        self._record(result_id, outcome, started, folder)
         self.enforce_quota()
 
+    def _spare_runners(self) -> None:
+        """Start runners for the next tasks, up to ``SPARE_RUNNERS``, unless we stop."""
+        while len(self.spares) < SPARE_RUNNERS and not self.stopping.is_set():
+            self.spares.append(RunnerProcess(self.socket_dir))
+
+    def _take_runner(self) -> RunnerProcess:
+        """The oldest spare runner (the likeliest to be ready), or a new one."""
+        runner = self.spares.popleft() if self.spares else RunnerProcess(self.socket_dir)
+        if runner.process.poll() is not None:
+            logger.warning("the waiting runner (pid %d) had died; starting another", runner.pid)
+            runner.close()
+            runner = RunnerProcess(self.socket_dir)
+        return runner
+
     def _execute(
-        self, action: str, metadata: dict, task_id: int, folder: Path, schedule_id: str
-    ) -> RunResult | RunError:
+        self,
+        action: str,
+        metadata: dict,
+        task_id: int,
+        folder: Path,
+        schedule_id: str,
+        start_at: datetime.datetime,
+    ) -> tuple[RunResult | RunError, datetime.datetime | None]:
+        """The task's outcome, and when its flowgraph started (None if it did not)."""
         self._beat("running", force=True)
         quota = self.enforce_quota()
         if not quota.within:
@@ -298,7 +344,7 @@ class Scheduler:
                 f"not run: the data filesystem is {quota.percent:.1f}% full, above "
                 f"MAX_DISK_USAGE {self.settings.max_disk_usage:g}%, and no acquisition is left "
                 "to delete"
-            )
+            ), None
         try:
             prepared, request = flowgraph_request(
                 self.config,
@@ -311,12 +357,8 @@ class Scheduler:
                 task_id,
             )
         except ValueError as error:
-            return RunError(str(error))
-        runner, self.runner = self.runner, None
-        if runner.process.poll() is not None:
-            logger.warning("the waiting runner (pid %d) had died; starting another", runner.pid)
-            runner.close()
-            runner = RunnerProcess(self.socket_dir)
+            return RunError(str(error)), None
+        runner = self._take_runner()
         checked = [time.monotonic()]
 
         def stop_reason() -> str | None:
@@ -330,23 +372,42 @@ class Scheduler:
                     return "interrupted: schedule entry deleted"
             return None
 
+        def on_event(message: dict) -> None:
+            self._beat("running")
+            if message["type"] == "started":
+                # The next tasks' runners import now, at low priority (runner.py),
+                # so that one is ready when this task ends.
+                self._spare_runners()
+
         try:
-            return check_recorded(
+            outcome = check_recorded(
                 action,
                 runner.run(
                     request,
                     prepared.action.max_run_time,
-                    on_event=lambda _message: self._beat("running"),
+                    on_event=on_event,
                     stop_requested=stop_reason,
+                    start_at=start_at.timestamp(),
                 ),
             )
         except RunError as error:
-            return error
+            outcome = error
         finally:
             # It exits by itself after ``finished``: reap it without holding up the result.
             threading.Thread(target=runner.close, name="reap-runner", daemon=True).start()
+        if runner.build_seconds is not None:
+            self._builds.append(runner.build_seconds)
+        if runner.started_at is None:
+            return outcome, None
+        return outcome, datetime.datetime.fromtimestamp(runner.started_at, datetime.UTC)
 
-    def _record(self, result_id: int, outcome: RunResult | RunError, folder: Path) -> None:
+    def _record(
+        self,
+        result_id: int,
+        outcome: RunResult | RunError,
+        started: datetime.datetime | None,
+        folder: Path,
+    ) -> None:
         failed = isinstance(outcome, RunError)
         recordings = [Path(path) for path in outcome.recordings]
         with self.database.session() as db:
@@ -355,6 +416,8 @@ class Scheduler:
                 # The entry was deleted while the task ran: its files go too.
                 self._keep_only(folder, [])
                 return
+            if started is not None:
+                result.started = started
             result.finished = utc_now()
             result.status = "fail" if failed else "success"
             result.detail = str(outcome) if failed else ""

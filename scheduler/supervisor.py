@@ -1,8 +1,9 @@
 """The scheduler's side of a runner process: start it ahead of its task, hand it the
 task over ZeroMQ, follow its events, and end it when it overruns, hangs or dies.
 
-* past the task's maximum run time: a ``stop`` message, then SIGTERM, then SIGKILL
-  (each after ``STOP_GRACE`` seconds) to the runner's process group;
+* past the task's maximum run time (counted from its ``start_at``): a ``stop``
+  message, then SIGTERM, then SIGKILL (each after ``STOP_GRACE`` seconds) to the
+  runner's process group;
 * no message for ``HEARTBEAT_TIMEOUT`` seconds (a hung runner): SIGKILL;
 * the process ends without ``finished`` (an exception in ``work()`` aborts it, a
   segfault, ``os.abort()``, SIGKILL): the reason comes from its stderr and status.
@@ -81,6 +82,10 @@ class RunnerProcess:
         self._drain.start()
         self.ready = False
         self.heard = time.monotonic()
+        # From the task's "started" event: when its flowgraph started (Unix seconds)
+        # and how long it took to build.
+        self.started_at: float | None = None
+        self.build_seconds: float | None = None
 
     @property
     def pid(self) -> int:
@@ -123,13 +128,17 @@ class RunnerProcess:
         timeout: float,
         on_event: Callable[[dict], None] | None = None,
         stop_requested: Callable[[], str | None] = lambda: None,
+        start_at: float | None = None,
     ) -> RunResult:
-        """Run ``request``; stop it after ``timeout`` seconds, or as soon as
+        """Run ``request``, starting its flowgraph at ``start_at`` (Unix seconds;
+        None: now); stop it ``timeout`` seconds after that, or as soon as
         ``stop_requested`` returns a reason."""
         self.wait_ready()
-        began = time.monotonic()
-        self.socket.send(protocol.encode("task", request=request))
-        self.heard = began
+        now = time.time()
+        start_at = now if start_at is None else start_at
+        began = time.monotonic() + max(0.0, start_at - now)
+        self.socket.send(protocol.encode("task", request=request, start_at=start_at))
+        self.heard = time.monotonic()
         recordings: list[str] = []
         try:
             while True:
@@ -158,7 +167,9 @@ class RunnerProcess:
                     continue
                 if on_event is not None:
                     on_event(message)
-                if message["type"] == "recording":
+                if message["type"] == "started":
+                    self.started_at, self.build_seconds = message["at"], message["build_seconds"]
+                elif message["type"] == "recording":
                     recordings.append(message["path"])
                 elif message["type"] == "finished":
                     if message["status"] == "fail":

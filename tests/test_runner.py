@@ -9,6 +9,7 @@ a :class:`RunError` with one line naming what happened, the recordings finished
 before it kept, no process of the runner left behind, and the next runner works.
 """
 
+import datetime
 import json
 import os
 import re
@@ -72,7 +73,7 @@ import zmq
 socket = zmq.Context().socket(zmq.PAIR)
 socket.connect(sys.argv[1])
 if {ready}:
-    socket.send(b'{{"v": 1, "type": "ready", "pid": 1}}')
+    socket.send(b'{{"v": {version}, "type": "ready", "pid": 1}}')
     socket.recv()  # the task
 socket.send({message!r})
 time.sleep(60)
@@ -193,7 +194,7 @@ def next_runner_works(spawn, request_for):
 EXAMPLES = {
     "ready": {"pid": 1234},
     "heartbeat": {},
-    "started": {},
+    "started": {"at": 1767225600.0015, "build_seconds": 0.031},
     "progress": {"seconds": 1.5, "samples": 14000, "recordings": 0},
     "recording": {"path": "/data/x.sigmf-meta"},
     "finished": {
@@ -203,7 +204,10 @@ EXAMPLES = {
         "overflows": 2,
         "samples": 140000,
     },
-    "task": {"request": {"name": "acquire_iq", "source": "x", "arguments": {"a": [1]}}},
+    "task": {
+        "request": {"name": "acquire_iq", "source": "x", "arguments": {"a": [1]}},
+        "start_at": 1767225600.0,
+    },
     "stop": {"reason": "schedule entry deleted"},
 }
 
@@ -227,6 +231,7 @@ def _without(kind: str, name: str) -> dict:
 
 
 WRONG_FIELD = r"{}: field '{}' missing or of the wrong type"
+V = protocol.VERSION
 
 
 @pytest.mark.parametrize(
@@ -237,13 +242,17 @@ WRONG_FIELD = r"{}: field '{}' missing or of the wrong type"
         pytest.param(b"\xff\xfe\x00", r"^not JSON: ", id="not text"),
         pytest.param([1, 2], r"^a message must be a JSON object$", id="array"),
         pytest.param("ready", r"^a message must be a JSON object$", id="string"),
-        pytest.param(_message("heartbeat", v=2), r"^protocol version 2, expected 1$", id="v2"),
-        pytest.param(_without("heartbeat", "v"), r"^protocol version None, expected 1$", id="no v"),
+        pytest.param(_message("heartbeat", v=1), rf"^protocol version 1, expected {V}$", id="v1"),
         pytest.param(
-            _message("heartbeat", v=True), r"^protocol version True, expected 1$", id="v true"
+            _without("heartbeat", "v"), rf"^protocol version None, expected {V}$", id="no v"
         ),
         pytest.param(
-            _message("heartbeat", v=1.0), r"^protocol version 1.0, expected 1$", id="v float"
+            _message("heartbeat", v=True), rf"^protocol version True, expected {V}$", id="v true"
+        ),
+        pytest.param(
+            _message("heartbeat", v=float(V)),
+            rf"^protocol version {float(V)}, expected {V}$",
+            id="v float",
         ),
         pytest.param(_message("hello"), r"^unknown message type 'hello'$", id="unknown type"),
         pytest.param(_without("ready", "type"), r"^unknown message type None$", id="no type"),
@@ -271,6 +280,17 @@ WRONG_FIELD = r"{}: field '{}' missing or of the wrong type"
         ),
         pytest.param(
             _message("task", request=None), WRONG_FIELD.format("task", "request"), id="no request"
+        ),
+        pytest.param(
+            _without("task", "start_at"), WRONG_FIELD.format("task", "start_at"), id="no start_at"
+        ),
+        pytest.param(
+            _message("task", start_at="2026-01-01T00:00:00Z"),
+            WRONG_FIELD.format("task", "start_at"),
+            id="start_at text",
+        ),
+        pytest.param(
+            _without("started", "at"), WRONG_FIELD.format("started", "at"), id="started no at"
         ),
         pytest.param(
             _message("finished", status="done"),
@@ -343,6 +363,84 @@ def test_a_task_runs_reports_its_events_and_the_runner_exits(spawn, request_for)
     assert runner.socket_path.exists()
     runner.close()
     assert not runner.socket_path.exists()
+
+
+def _capture_time(meta_path: str) -> float:
+    """The Unix time of a recording's first sample (its first capture's datetime)."""
+    capture = json.loads(Path(meta_path).read_text())["captures"][0]
+    return datetime.datetime.fromisoformat(capture["core:datetime"]).timestamp()
+
+
+def test_a_task_built_ahead_starts_at_start_at_and_stamps_that_time(spawn, request_for):
+    runner = spawn()
+    runner.wait_ready()
+    events = []
+    start_at = time.time() + 1.0
+    result = runner.run(request_for("acquire_iq"), 30, events.append, start_at=start_at)
+    kinds = [event["type"] for event in events]
+    # Waiting for its time, the runner keeps sending heartbeats.
+    assert kinds[: kinds.index("started")].count("heartbeat") >= 2, kinds
+    (started,) = [event for event in events if event["type"] == "started"]
+    assert runner.started_at == started["at"]
+    assert start_at <= started["at"] < start_at + 0.5
+    assert 0 < runner.build_seconds < 1.0
+    # The samples are stamped when they were taken, not when the flowgraph was built.
+    (path,) = result.recordings
+    assert started["at"] - 0.001 <= _capture_time(path) < started["at"] + 0.5
+
+
+def _nice_values(pid: int) -> dict[int, int]:
+    """The nice value of each thread of process ``pid``."""
+    values = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        text = stat.read_text()
+        values[int(stat.parent.name)] = int(text[text.rindex(")") + 2 :].split()[16])
+    return values
+
+
+def test_a_runner_imports_at_low_priority_but_acquires_at_normal_priority(spawn, request_for):
+    runner = spawn()
+    seen_importing: list[dict[int, int]] = []
+    while not runner.socket.poll(5):  # until its ready message
+        seen_importing.append(_nice_values(runner.pid))
+    assert any(19 in values.values() for values in seen_importing), seen_importing
+    threads: list[dict[int, int]] = []
+
+    def on_started(event: dict) -> None:
+        if event["type"] == "started":
+            threads.append(_nice_values(runner.pid))
+
+    runner.run(request_for("acquire_iq"), 30, on_started)
+    (running,) = threads
+    assert len(running) > 3  # the flowgraph's block threads
+    assert set(running.values()) == {0}, running
+
+
+def test_the_maximum_run_time_counts_from_start_at(spawn, request_for):
+    runner = spawn()
+    result = runner.run(request_for("acquire_iq"), 1, start_at=time.time() + 1.5)
+    assert len(result.recordings) == 1
+
+
+def test_a_task_stopped_while_it_waits_for_start_at_never_starts(spawn, request_for):
+    runner = spawn()
+    runner.wait_ready()
+    events = []
+    asked = time.monotonic()
+    with pytest.raises(RunError) as caught:
+        runner.run(
+            request_for("acquire_iq"),
+            30,
+            events.append,
+            lambda: "schedule entry deleted" if time.monotonic() - asked > 0.5 else None,
+            start_at=time.time() + 20,
+        )
+    assert_one_line(caught.value, r"^schedule entry deleted$")
+    assert "started" not in [event["type"] for event in events]
+    assert runner.started_at is None
+    assert not list((Path(request_for("acquire_iq")["arguments"]["output"]).parent).iterdir())
+    assert runner.process.wait(5) == 0
+    assert_gone(runner)
 
 
 def test_run_starts_a_runner_for_one_task(request_for):
@@ -496,18 +594,21 @@ def test_a_runner_that_is_never_ready_ends_in_one_line(
         pytest.param(True, b"\x00garbage", r"\(not JSON: .*\)", id="not JSON"),
         pytest.param(
             True,
-            b'{"v": 2, "type": "progress"}',
-            r"\(protocol version 2, expected 1\)",
+            b'{"v": 1, "type": "progress"}',
+            rf"\(protocol version 1, expected {V}\)",
             id="other version",
         ),
         pytest.param(
             True,
-            b'{"v": 1, "type": "recording", "path": 7}',
+            b'{"v": %d, "type": "recording", "path": 7}' % V,
             r"\(recording: field 'path' missing or of the wrong type\)",
             id="wrong field",
         ),
         pytest.param(
-            False, b'{"v": 1, "type": "ready"}', r"\(ready: field 'pid' .*\)", id="before ready"
+            False,
+            b'{"v": %d, "type": "ready"}' % V,
+            r"\(ready: field 'pid' .*\)",
+            id="before ready",
         ),
     ],
 )
@@ -516,7 +617,7 @@ def test_a_runner_sending_a_malformed_message_is_killed(
     monkeypatch, tmp_path, spawn, request_for, ready, message, error
 ):
     peer = tmp_path / "peer.py"
-    peer.write_text(PEER.format(ready=ready, message=message))
+    peer.write_text(PEER.format(ready=ready, message=message, version=V))
     fake_runner(monkeypatch, tmp_path, f'exec "{sys.executable}" "{peer}" "$3"')
     runner = spawn()
     monkeypatch.undo()

@@ -1,25 +1,21 @@
 """Acquisition notifications (Table 13) delivered to a real callback receiver, on both
 database backends.
 
-The receiver is an HTTP server on 127.0.0.1 in a thread of the test process
-(optionally HTTPS with a certificate of a test CA): it records what it is sent,
-answers with the status the test sets, serves OAuth2 tokens at ``/token``, and can
-be stopped and started again on the same port. The :class:`Notifier` is driven
-directly (its backoff shrunk to tenths of a second); the scheduler's hook and the
-API (``notification`` of a task, the encrypted credential of an entry) are checked
-through their own calls.
+The receiver (``callback_receiver.py``) is an HTTP server on 127.0.0.1 in a thread
+of the test process, optionally HTTPS with a certificate of a test CA. The
+:class:`Notifier` is driven directly (its backoff shrunk to tenths of a second);
+the scheduler's hook and the API (``notification`` of a task, the encrypted
+credential of an entry) are checked through their own calls. ``test_scheduler.py``
+covers a notification through the running scheduler.
 """
 
 import base64
 import dataclasses
 import datetime
 import ipaddress
-import json
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -37,6 +33,7 @@ from grscos.settings import Settings, SettingsError
 from grscos.storage import credentials
 from grscos.storage.database import Database
 from grscos.storage.models import Notification, ScheduleEntry, TaskResult
+from tests.api.callback_receiver import Receiver
 from tests.api.conftest import Api, make_api
 
 SCHEDULE = "/api/v1/schedule"
@@ -45,82 +42,6 @@ SENSOR = "sensor-under-test"
 
 
 # --- the receiver ------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Received:
-    path: str
-    headers: dict
-    body: bytes
-    at: float  # time.monotonic()
-
-    @property
-    def json(self):
-        return json.loads(self.body)
-
-
-class Receiver:
-    """A callback server that records requests; ``status`` is its answer to
-    notifications, ``/token`` answers OAuth2 client-credentials requests."""
-
-    def __init__(self, tls: ssl.SSLContext | None = None):
-        self.tls = tls
-        self.port = 0
-        self.status = 200
-        self.requests: list[Received] = []
-        self.token_requests: list[Received] = []
-        self.tokens_issued = 0
-        self.server: ThreadingHTTPServer | None = None
-
-    def url(self, path: str = "/callback") -> str:
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
-
-    def start(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                received = Received(self.path, dict(self.headers), body, time.monotonic())
-                if self.path == "/token":
-                    receiver.token_requests.append(received)
-                    receiver.tokens_issued += 1
-                    status, answer = (
-                        200,
-                        {
-                            "access_token": f"access-{receiver.tokens_issued}",
-                            "token_type": "Bearer",
-                            "expires_in": 3600,
-                        },
-                    )
-                else:
-                    receiver.requests.append(received)
-                    status, answer = receiver.status, {"ok": receiver.status == 200}
-                    if status >= 400:
-                        answer = {"error": "boom"}
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_arguments):
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        if self.tls:
-            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
-        self.port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.server = server
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
 
 
 @pytest.fixture
@@ -542,9 +463,9 @@ def test_the_scheduler_queues_a_notification_with_the_result(api, receiver, tmp_
                     )
                 ).all()
             )
-        scheduler._record(ids[succeeded], RunResult(recordings=[]), tmp_path / "none")
+        scheduler._record(ids[succeeded], RunResult(recordings=[]), None, tmp_path / "none")
         assert scheduler.notifier._wakeup.is_set()  # woken by the commit
-        scheduler._record(ids[failed], RunError("it broke"), tmp_path / "none")
+        scheduler._record(ids[failed], RunError("it broke"), None, tmp_path / "none")
         with api.database.sessions() as db:
             rows = db.scalars(select(Notification).order_by(Notification.id)).all()
         assert [(row.state, row.attempts, row.url) for row in rows] == [

@@ -8,24 +8,26 @@ database, then the scheduler is woken as the API wakes it. Two runs:
 
 * **back to back**: ``--back-to-back`` (50) one-shot entries all due at once. Per
   task overhead, as the issue defines it from the stored results, is
-  ``next.started - this.finished`` (``TaskResult.started`` is taken before the
-  runner is handed the task, ``finished`` after it is recorded); and, from the
-  runner's own events, each task's wall time (start of one flowgraph to the start
-  of the next) minus its flowgraph's run time (``started`` to ``finished`` event).
-  Throughput: tasks / (last ``finished`` - first ``started``).
+  ``next.started - this.finished`` (``TaskResult.started`` is when the flowgraph
+  started, ``finished`` when the result was recorded); and, from the runner's own
+  events, each task's wall time (start of one flowgraph to the start of the next)
+  minus its flowgraph's run time (``started`` to ``finished`` event). Throughput:
+  tasks / (last ``finished`` - first ``started``).
 * **on time**: ``--on-time`` (200) one-shot entries whose start times are
-  ``--spacing`` (1.0 s) apart, the first 2 s after they are inserted (~3.5 min). A
-  task here takes ~0.5 s, so every task time is still in the future when the
-  scheduler comes to it: it sleeps until it, and what is measured is how late it
-  wakes and starts (the report counts any task due while the previous one was still
-  running). One-shot entries rather than interval entries, since intervals are
-  whole seconds and one-shot times can be spaced freely. Start error:
-  ``TaskResult.started - TaskResult.scheduled`` (when the scheduler took the task),
-  and ``started`` event - scheduled (when the flowgraph actually runs).
+  ``--spacing`` (1.0 s) apart, the first 2 s after they are inserted (~3.5 min).
+  Every task time is still in the future when the scheduler comes to it: it hands
+  the task to its runner ahead of time (``Scheduler.lead``), the runner builds the
+  flowgraph and starts it at the task time. Start error: ``TaskResult.started -
+  TaskResult.scheduled``, where ``started`` is the instant the runner's
+  ``top.start()`` returned (its ``started`` event's ``at``). The report counts any
+  task due while the previous one was still running. One-shot entries rather than
+  interval entries, since intervals are whole seconds and one-shot times can be
+  spaced freely.
 
 The runner's events are observed by wrapping :meth:`RunnerProcess.run` in this
 process (the application code is not changed): the time it is called, when its
-runner is ready, and when the ``started`` and ``finished`` events arrive.
+runner is ready, when the flowgraph started (the ``started`` event's ``at``) and
+when the ``finished`` event arrives.
 
 Never collected as a test. Run with ``make bench`` or
 ``.venv/bin/python tests/bench/bench_scheduler.py``.
@@ -48,7 +50,7 @@ from pathlib import Path
 from sqlalchemy import func, insert, select
 
 from grscos.scheduler import supervisor
-from grscos.scheduler.scheduler import Scheduler
+from grscos.scheduler.scheduler import SPARE_RUNNERS, Scheduler
 from grscos.scheduler.wake import wake
 from grscos.settings import Settings
 from grscos.storage import users
@@ -80,8 +82,9 @@ class Probe:
     """Wall-clock times (s since the epoch) of one task's runner."""
 
     called: float  # RunnerProcess.run entered: the scheduler hands over the task
-    ready: float = math.nan  # the runner (spawned after the previous task) is ready
-    started: float = math.nan  # its "started" event: the flowgraph is running
+    ready: float = math.nan  # the runner (spawned when the previous task started) is ready
+    started: float = math.nan  # its "started" event's at: the flowgraph is running
+    build: float = math.nan  # its "started" event's build_seconds
     finished: float = math.nan  # its "finished" event: the flowgraph has ended
     returned: float = math.nan  # run() returns: the runner process has exited
 
@@ -97,7 +100,7 @@ class Probes:
     def install(self) -> None:
         original, tasks = self._original, self.tasks
 
-        def run(runner, request, timeout, on_event=None, stop_requested=lambda: None):
+        def run(runner, request, timeout, on_event=None, **options):
             probe = Probe(called=time.time())
             output = Path(request["arguments"]["output"])  # data/<entry>/<task>/<action>
             tasks[(output.parent.parent.name, int(output.parent.name))] = probe
@@ -105,13 +108,15 @@ class Probes:
             probe.ready = time.time()
 
             def event(message: dict) -> None:
-                if message["type"] in ("started", "finished"):
-                    setattr(probe, message["type"], time.time())
+                if message["type"] == "started":
+                    probe.started, probe.build = message["at"], message["build_seconds"]
+                elif message["type"] == "finished":
+                    probe.finished = time.time()
                 if on_event is not None:
                     on_event(message)
 
             try:
-                return original(runner, request, timeout, event, stop_requested)
+                return original(runner, request, timeout, event, **options)
             finally:
                 probe.returned = time.time()
 
@@ -165,20 +170,21 @@ class Sensor:
 
     def start(self) -> None:
         self.thread.start()
-        self.wait_runner_ready()
+        self.wait_runners_ready()
 
-    def wait_runner_ready(self, timeout: float = 30) -> None:
-        """Until the scheduler's waiting runner is ready (it is started after each
-        task), so that a run does not begin with a runner still importing."""
+    def wait_runners_ready(self, timeout: float = 30) -> None:
+        """Until the scheduler's spare runners are all ready, so that a run does not
+        begin with runners still importing."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            runner = self.scheduler.runner
-            if runner is not None:
-                runner.wait_ready(timeout)
+            spares = list(self.scheduler.spares)
+            if len(spares) == SPARE_RUNNERS:
+                for runner in spares:
+                    runner.wait_ready(timeout)
                 return
             self.check()
             time.sleep(0.05)
-        raise RuntimeError(f"the scheduler had no waiting runner after {timeout:g} s")
+        raise RuntimeError(f"the scheduler had no spare runners after {timeout:g} s")
 
     def check(self) -> None:
         if self.error is not None:
@@ -279,7 +285,7 @@ def failures(results: list[TaskResult]) -> list[str]:
 
 
 def run_back_to_back(sensor: Sensor, probes: Probes, count: int) -> dict:
-    sensor.wait_runner_ready()
+    sensor.wait_runners_ready()
     due = ms_floor(utc_now() - datetime.timedelta(seconds=1))
     began = time.time()
     sensor.add_entries("b2b", [due] * count)
@@ -298,25 +304,25 @@ def run_back_to_back(sensor: Sensor, probes: Probes, count: int) -> dict:
     overheads = [wall - run for wall, run in zip(walls, runs, strict=True)]
     # Where a task's time goes, stage by stage (medians over all tasks).
     stages = {
-        "result started -> run() called (beat, quota, flowgraph request)": [
-            (probe.called - stamp(result.started)) * 1e3 for result, probe in tasks
+        "previous result finished -> run() called (quota, next due, take the task)": [
+            (b.called - stamp(this.finished)) * 1e3 for (this, _), (_, b) in pairs
         ],
         "run() called -> runner ready (runner still importing)": [
             (probe.ready - probe.called) * 1e3 for _, probe in tasks
         ],
-        "runner ready -> 'started' event (flowgraph built and started)": [
+        "runner ready -> flowgraph started (built and started)": [
             (probe.started - probe.ready) * 1e3 for _, probe in tasks
         ],
-        "'started' -> 'finished' event (the flowgraph runs)": [
+        "of which the build": [probe.build * 1e3 for _, probe in tasks],
+        "flowgraph started -> 'finished' event (the flowgraph runs)": [
             (probe.finished - probe.started) * 1e3 for _, probe in tasks
         ],
-        "'finished' event -> run() returns (runner process exits)": [
+        "'finished' event -> run() returns": [
             (probe.returned - probe.finished) * 1e3 for _, probe in tasks
         ],
-        "run() returns -> result finished (close runner, record)": [
+        "run() returns -> result finished (record)": [
             (stamp(result.finished) - probe.returned) * 1e3 for result, probe in tasks
         ],
-        "result finished -> next result started (quota, spawn runner, next due)": gaps,
     }
     return {
         "count": count,
@@ -333,15 +339,15 @@ def run_back_to_back(sensor: Sensor, probes: Probes, count: int) -> dict:
 
 
 def run_on_time(sensor: Sensor, probes: Probes, count: int, spacing: float) -> dict:
-    sensor.wait_runner_ready()
+    sensor.wait_runners_ready()
     first = ms_floor(utc_now() + datetime.timedelta(seconds=FIRST_DELAY_S))
     starts = [first + datetime.timedelta(seconds=spacing * index) for index in range(count)]
     sensor.add_entries("ontime", starts)
     results = sensor.wait_finished("ontime", count, timeout=FIRST_DELAY_S + spacing * count + 60)
     if len(results) != count:
         raise RuntimeError(f"on time: {len(results)} results for {count} entries")
-    taken = [(stamp(r.started) - stamp(r.scheduled)) * 1e3 for r in results]
-    flowgraph = [(probe_of(probes, r).started - stamp(r.scheduled)) * 1e3 for r in results]
+    started = [(stamp(r.started) - stamp(r.scheduled)) * 1e3 for r in results]
+    ahead = [(stamp(r.scheduled) - probe_of(probes, r).called) * 1e3 for r in results]
     # Tasks whose time came while the previous one was still being recorded: not a
     # fair start-error sample (none are expected at this spacing).
     busy = sum(
@@ -352,25 +358,21 @@ def run_on_time(sensor: Sensor, probes: Probes, count: int, spacing: float) -> d
     cycle = [(stamp(r.finished) - stamp(r.started)) * 1e3 for r in results]
     # Where the flowgraph's start error comes from.
     stages = {
-        "task time -> result started (wake-up, take the task)": taken,
-        "result started -> run() called (beat, quota, flowgraph request)": [
-            (probe_of(probes, r).called - stamp(r.started)) * 1e3 for r in results
-        ],
-        "run() called -> runner ready": [
-            (probe_of(probes, r).ready - probe_of(probes, r).called) * 1e3 for r in results
-        ],
-        "runner ready -> 'started' event (flowgraph built and started)": [
-            (probe_of(probes, r).started - probe_of(probes, r).ready) * 1e3 for r in results
+        "task handed to the runner, before its time": ahead,
+        "flowgraph build": [probe_of(probes, r).build * 1e3 for r in results],
+        "runner ready -> flowgraph started, less the wait for the task time": [
+            (probe_of(probes, r).started - probe_of(probes, r).ready) * 1e3
+            - max(0.0, stamp(r.scheduled) - probe_of(probes, r).ready) * 1e3
+            for r in results
         ],
     }
     return {
         "count": count,
         "spacing_s": spacing,
         "failures": failures(results),
-        "early": sum(1 for value in taken if value < 0),
+        "early": sum(1 for value in started if value < 0),
         "busy_at_task_time": busy,
-        "taken_ms": summary(taken),
-        "flowgraph_started_ms": summary(flowgraph),
+        "started_ms": summary(started),
         "task_ms": summary(cycle),
         "stages_ms": {name: summary(values) for name, values in stages.items()},
     }
@@ -403,14 +405,9 @@ def print_report(back: dict, on_time: dict, seconds: float) -> None:
         )
 
     row(
-        f"start error, scheduler takes the task (TaskResult.started - scheduled), "
+        f"start error: flowgraph started - scheduled (TaskResult.started - scheduled), "
         f"{on_time['spacing_s']:g} s apart",
-        on_time["taken_ms"],
-        START_ERROR_TARGET_MS,
-    )
-    row(
-        "start error, flowgraph running (runner 'started' event - scheduled)",
-        on_time["flowgraph_started_ms"],
+        on_time["started_ms"],
         START_ERROR_TARGET_MS,
     )
     row(
@@ -443,7 +440,7 @@ def print_report(back: dict, on_time: dict, seconds: float) -> None:
     for name, value in back["stages_p50_ms"].items():
         print(f"| {name} | {value:.1f} |")
     print()
-    print("Where an on-time task's flowgraph start error goes:")
+    print("An on-time task before its start:")
     print()
     print("| stage | p50 ms | p99 ms |")
     print("|---|--:|--:|")
@@ -490,7 +487,7 @@ def main() -> int:
                     f"(~{arguments.on_time * arguments.spacing:.0f} s)"
                 )
                 on_time = run_on_time(sensor, probes, arguments.on_time, arguments.spacing)
-                print(f"  start error p99 {on_time['taken_ms']['p99']:.1f} ms")
+                print(f"  start error p99 {on_time['started_ms']['p99']:.1f} ms")
             finally:
                 sensor.stop()
     finally:
