@@ -3,27 +3,30 @@
 import argparse
 import logging
 import math
+import os
 import signal
 import sys
 from pathlib import Path
 
 from gnuradio.scos.calibration import CalibrationError
+from gnuradio.scos.sigan_source import probe
 from gnuradio.scos.windows import WINDOW_NAMES
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import __version__, selftest, service
+from . import __version__, logs, selftest, service
 from .acquire import Catalog, RunError, acquire, recording_name
 from .actions import parameters
-from .config import Config, default_device
+from .config import Config
 from .measurement import ChainSettings
 from .scheduler.scheduler import Scheduler
-from .settings import Settings
+from .settings import SETTINGS_FILE_ENV, Settings, example_file
 from .storage import users
 from .storage.database import Database
 from .storage.models import ScheduleEntry, User
 
 logger = logging.getLogger("grscos")
+SERVICES = ("run", "scheduler")  # commands that log at SCOS_LOG_LEVEL
 
 
 def _selftest(arguments: argparse.Namespace) -> int:
@@ -85,8 +88,9 @@ class _Progress:
 
 def _acquire(arguments: argparse.Namespace) -> int:
     overrides = dict(parameters.parse_assignment(text) for text in arguments.set)
-    config = Config.load(arguments.config)
-    device = arguments.sigan or default_device()
+    settings = Settings.load()
+    config = Config.load(arguments.config, {}) if arguments.config else settings.config()
+    device = arguments.sigan or settings.sigan
     output = recording_name(arguments.out, arguments.action)
     progress = _Progress(arguments.action)
     try:
@@ -116,7 +120,8 @@ def _format(value) -> str:
 
 
 def _actions(arguments: argparse.Namespace) -> int:
-    catalog = Catalog.load(Config.load(arguments.config))
+    config = Config.load(arguments.config, {}) if arguments.config else Settings.load().config()
+    catalog = Catalog.load(config)
     for action in catalog.actions.values():
         flags = " [admin only]" if action.admin_only else ""
         print(f"{action.name}{flags}: {action.summary}")
@@ -135,20 +140,53 @@ def _actions(arguments: argparse.Namespace) -> int:
 
 
 def _run(arguments: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = Settings.load()
     return service.run_sensor(settings, arguments.host, arguments.port, arguments.sigan)
 
 
 def _scheduler(arguments: argparse.Namespace) -> int:
-    scheduler = Scheduler(Settings.from_env(), device=arguments.sigan)
+    scheduler = Scheduler(Settings.load(), device=arguments.sigan)
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: scheduler.shutdown())
-    scheduler.serve_forever()
+    return scheduler.serve_forever()
+
+
+def _db(arguments: argparse.Namespace) -> int:
+    settings = Settings.load()
+    database = Database(settings.database_url, settings.data_dir)
+    try:
+        before, after = database.upgrade()
+    finally:
+        database.dispose()
+    if before == after:
+        print(f"database {database.engine.url!r} is at the latest revision {after}")
+    else:
+        print(f"database {database.engine.url!r} upgraded from {before or 'empty'} to {after}")
+    return 0
+
+
+def _config(arguments: argparse.Namespace) -> int:
+    if arguments.config_command == "example":
+        sys.stdout.write(example_file())
+        return 0
+    settings = Settings.load()
+    config = settings.config()
+    catalog = Catalog.load(config)
+    print(f"settings file: {settings.source or 'none (environment and defaults only)'}")
+    print(f"state (SCOS_HOME): {settings.home}")
+    print(f"data (SCOS_DATA_DIR): {settings.data_dir}")
+    print(f"configuration (SCOS_CONFIG): {settings.config_dir or 'the shipped defaults'}")
+    print(f"sensor {config.sensor_id}: {len(catalog.actions)} action(s)")
+    print(f"signal analyzer (SCOS_SIGAN): {settings.sigan}")
+    if not arguments.no_device:
+        facts = probe(settings.sigan)
+        print(f"  found: {facts.get('description') or settings.sigan}")
+    print("configuration OK")
     return 0
 
 
 def _users(arguments: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = Settings.load()
     database = Database(settings.database_url, settings.data_dir)
     database.upgrade()
     with database.session() as db:
@@ -185,7 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gr-scos {__version__}")
     parser.add_argument(
-        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default: SCOS_LOG_LEVEL for run and scheduler, else WARNING",
+    )
+    parser.add_argument(
+        "--settings",
+        metavar="FILE",
+        help=f"settings file (default: ${SETTINGS_FILE_ENV}, else /etc/gr-scos/gr-scos.conf "
+        "if it exists); the environment overrides it",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -258,6 +304,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scheduling.set_defaults(handler=_scheduler)
 
+    database = commands.add_parser("db", help="the sensor's database")
+    database_commands = database.add_subparsers(dest="db_command", required=True)
+    database_commands.add_parser(
+        "upgrade",
+        help="create or migrate the database to the latest schema (the services do "
+        "this at start-up too)",
+    )
+    database.set_defaults(handler=_db)
+
+    configuration = commands.add_parser("config", help="the sensor's settings and configuration")
+    config_commands = configuration.add_subparsers(dest="config_command", required=True)
+    checking = config_commands.add_parser(
+        "check",
+        help="load every setting and configuration file as the services would, and probe "
+        "the signal analyzer; exit status 2 naming what is wrong",
+    )
+    checking.add_argument(
+        "--no-device", action="store_true", help="do not probe the signal analyzer"
+    )
+    config_commands.add_parser("example", help="print a settings file documenting every setting")
+    configuration.set_defaults(handler=_config)
+
     accounts = commands.add_parser(
         "users", help="manage API users in the sensor's database ($SCOS_HOME, $SCOS_DATABASE_URL)"
     )
@@ -277,10 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
-    logging.basicConfig(
-        level=arguments.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    if arguments.settings is not None:
+        # In the environment, so that the API and runner processes read it too.
+        os.environ[SETTINGS_FILE_ENV] = arguments.settings
     try:
+        level, log_format = arguments.log_level or "WARNING", "text"
+        if arguments.command in SERVICES:
+            settings = Settings.load()
+            level, log_format = arguments.log_level or settings.log_level, settings.log_format
+        logs.configure(level, log_format)
         return arguments.handler(arguments)
     except (
         ValueError,

@@ -1,6 +1,7 @@
 """The sensor's configuration directory and what it holds.
 
-A configuration directory (``--config DIR`` or ``$SCOS_CONFIG``) may hold any of:
+A configuration directory (``--config DIR`` or the setting ``SCOS_CONFIG``) may
+hold any of:
 
 =====================  ================================================================
 ``sensor.yaml``        the sensor definition, Table 37 (``grscos.sensor``)
@@ -12,13 +13,13 @@ A configuration directory (``--config DIR`` or ``$SCOS_CONFIG``) may hold any of
 =====================  ================================================================
 
 Each file that is missing comes from the documented defaults shipped with gr-scos
-(the simulated sensor). The signal analyzer is ``--sigan`` or ``$SCOS_SIGAN``,
-else the simulator.
+(the simulated sensor); the settings ``SCOS_SENSOR_FILE``, ``SCOS_ACTIONS_FILE``
+... give one file a path of its own (``grscos.settings``).
 """
 
 import math
-import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.resources import files
 from pathlib import Path
@@ -28,35 +29,36 @@ from gnuradio.scos.calibration import CalibrationError, CalibrationTable
 from . import sensor
 from .sensor import ConfigError
 
-CONFIG_ENV = "SCOS_CONFIG"
-SIGAN_ENV = "SCOS_SIGAN"
 ACTIONS_FILE = "actions.yaml"
 SIMULATOR_FILE = "simulator.yaml"
 FLOWGRAPH_DIR = "flowgraphs"
 _DEFAULT_ACTIONS = ("grscos.actions", "actions.yaml")
 
 
-def default_device() -> str:
-    return os.environ.get(SIGAN_ENV, "").strip() or "sim"
-
-
 @dataclass(frozen=True)
 class Config:
     directory: Path | None = None
+    files: Mapping[str, Path] = field(default_factory=dict)  # paths of their own, by name
 
     @classmethod
-    def load(cls, directory: str | Path | None = None) -> "Config":
-        """The configuration of ``directory``, else ``$SCOS_CONFIG``, else the defaults."""
-        directory = directory or os.environ.get(CONFIG_ENV) or None
+    def load(
+        cls, directory: str | Path | None = None, files: Mapping[str, Path] | None = None
+    ) -> "Config":
+        """The configuration of ``directory`` (else the defaults), with ``files``
+        (by file name, e.g. ``sensor.yaml``) taken from where they say."""
+        files = dict(files or {})
         if directory is None:
-            return cls()
+            return cls(None, files)
         directory = Path(directory)
         if not directory.is_dir():
             raise ConfigError([f"configuration directory {directory} does not exist"])
-        return cls(directory)
+        return cls(directory, files)
 
     def file(self, name: str) -> Path:
-        """``name`` in the configuration directory, else the shipped default."""
+        """``name`` from its own path, else the configuration directory, else the
+        shipped default."""
+        if name in self.files:
+            return self.files[name]
         if self.directory is not None and (self.directory / name).exists():
             return self.directory / name
         if name == ACTIONS_FILE:

@@ -11,10 +11,13 @@ whole worker process, and the API's own work is short database queries.
 """
 
 import multiprocessing
-import os
 
-bind = os.environ.get("SCOS_API_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("SCOS_API_WORKERS", min(2 * multiprocessing.cpu_count() + 1, 9)))
+from grscos.settings import Settings
+
+# The same settings as the rest of the sensor (environment, then settings file).
+_settings = Settings.load()
+bind = _settings.api_bind
+workers = _settings.api_workers or min(2 * multiprocessing.cpu_count() + 1, 9)
 worker_class = "gthread"
 threads = 4
 # Downloads take as long as the client reads; workers still heartbeat while streaming.
@@ -27,7 +30,7 @@ max_requests_jitter = 2000
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
-loglevel = os.environ.get("SCOS_LOG_LEVEL", "info").lower()
+loglevel = _settings.log_level.lower()
 # gunicorn's control socket defaults to one path per user ($HOME/.gunicorn), which two
 # sensors (or a sensor and a test run) would share and delete under each other.
 control_socket_disable = True

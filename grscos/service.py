@@ -61,7 +61,8 @@ def _wait_for_port(host: str, port: int, api: subprocess.Popen) -> None:
 
 
 def run_sensor(settings: Settings, host: str, port: int, device: str | None = None) -> int:
-    """Run the sensor until SIGINT or SIGTERM; 0 after a clean stop, 1 if the API died."""
+    """Run the sensor until SIGINT or SIGTERM; 0 after a clean stop, 1 if the API died,
+    the scheduler's status if it gave up after too many failures in a row."""
     settings.home.mkdir(parents=True, exist_ok=True)
     token = first_admin(settings)
     scheduler = Scheduler(settings, device)
@@ -103,7 +104,7 @@ def run_sensor(settings: Settings, host: str, port: int, device: str | None = No
             print("created the user admin; its API token (shown once):")
             print(token)
         sys.stdout.flush()
-        scheduler.serve_forever()
+        status = scheduler.serve_forever()
     finally:
         if api.poll() is None:
             api.terminate()
@@ -112,4 +113,4 @@ def run_sensor(settings: Settings, host: str, port: int, device: str | None = No
             except subprocess.TimeoutExpired:
                 api.kill()
                 api.wait()
-    return 1 if api_died.is_set() else 0
+    return 1 if api_died.is_set() else status

@@ -1,57 +1,112 @@
-"""Settings of a running sensor (API and scheduler), from the environment.
+"""Settings of a sensor (API, scheduler, command line): one surface, two sources.
 
-=========================  ==============================================  ====================
-variable                   meaning                                         default
-=========================  ==============================================  ====================
-``SCOS_HOME``              the sensor's state: database, data, sockets      ``./var``
-``SCOS_DATABASE_URL``      SQLAlchemy URL (``postgresql+psycopg://...``)    SQLite in SCOS_HOME
-``SCOS_DATA_DIR``          where recordings are written                     ``SCOS_HOME/data``
-``SCOS_MAX_DISK_USAGE``    percent of the data filesystem the sensor may    ``85``
-                           fill before it deletes the oldest acquisitions
-``SCOS_AUTH``              ``token`` or ``jwt``                             ``token``
-``SCOS_JWT_PUBLIC_KEY``    PEM file of the RS256 key that signs the JWTs    (required for jwt)
-``SCOS_JWT_ISSUER``        required ``iss`` claim                           (not checked)
-``SCOS_JWT_AUDIENCE``      required ``aud`` claim                           (not checked)
-``SCOS_JWT_ROLE_CLAIM``    claim holding the user's roles (list or string)  ``authorities``
-``SCOS_JWT_REQUIRED_ROLE`` role a JWT must carry to use the API             ``ROLE_MANAGER``
-``SCOS_JWT_ADMIN_ROLE``    role that makes a JWT user an admin              ``ROLE_ADMIN``
-``SCOS_CONFIG``            configuration directory (``grscos.config``)      shipped defaults
-``SCOS_CALLBACK_AUTH``     how acquisition notifications authenticate to    ``token``
-                           an entry's ``callback_url``: ``token`` (the
-                           token that set the URL, kept encrypted with
-                           ``SCOS_HOME/secret.key``) or ``oauth``
-                           (client credentials; always with SCOS_AUTH=jwt)
-``SCOS_OAUTH_TOKEN_URL``   OAuth2 token endpoint (client credentials        (required for oauth)
-                           grant) for notifications
-``SCOS_OAUTH_CLIENT_ID``   the sensor's OAuth2 client id                    (required for oauth)
-``SCOS_OAUTH_CLIENT_SECRET``
-                           the sensor's OAuth2 client secret                (required for oauth)
-``SCOS_MANAGER_URL``       the manager's API (``https://host/api/v1``): the  (no association)
-                           sensor associates with it at start-up (Table 1)
-``SCOS_MANAGER_TOKEN``     ``Authorization: Token`` for the manager, when    (none)
-                           no OAuth2 client is configured
-``SCOS_CALLBACK_VERIFY``   TLS verification of callback, token and          ``true``
-                           manager URLs:
-                           ``true``, ``false`` or a CA bundle file (or
-                           directory)
-``SCOS_CALLBACK_RETRIES``  delivery attempts of a notification before it    ``10``
-                           is ``failed``
-=========================  ==============================================  ====================
-
-With SCOS_AUTH=jwt and no OAuth2 client configured, notifications are sent without
-credentials.
+Every setting is an ``SCOS_*`` variable, listed with its meaning and default in
+:data:`VARIABLES`. They are read from the environment and from one settings file,
+the environment winning: ``$SCOS_SETTINGS_FILE`` (or ``gr-scos --settings FILE``),
+else ``/etc/gr-scos/gr-scos.conf`` when it exists (an empty ``SCOS_SETTINGS_FILE``
+reads none). The file holds ``NAME=value`` lines, ``#`` comments and blank lines,
+values optionally in quotes: the format of systemd's ``EnvironmentFile=`` and of
+docker compose's ``env_file:``, so one file configures all three.
+``deploy/gr-scos.conf.example`` is :func:`example_file`'s output.
 
 Every value is checked when the settings are loaded; a bad one is a
-:class:`SettingsError` that names the variable.
+:class:`SettingsError` that names the variable (and, from the file, its line), as
+does an unknown name in the file (a typo must not pass silently).
 """
 
 import os
+import textwrap
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+if TYPE_CHECKING:
+    from .config import Config
+
+SETTINGS_FILE_ENV = "SCOS_SETTINGS_FILE"
+DEFAULT_SETTINGS_FILE = Path("/etc/gr-scos/gr-scos.conf")
 AUTH_MODES = ("token", "jwt")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+# The configuration files that may each be given a path of their own.
+CONFIG_FILE_VARIABLES = {
+    "SCOS_SENSOR_FILE": "sensor.yaml",
+    "SCOS_CALIBRATION_FILE": "calibration.yaml",
+    "SCOS_LOCATION_FILE": "location.yaml",
+    "SCOS_ACTIONS_FILE": "actions.yaml",
+}
+
+# Every setting: (its default as a value, or "" where the meaning says; meaning). The
+# example file and the settings file's check are made from it.
+VARIABLES: dict[str, tuple[str, str]] = {
+    "SCOS_HOME": ("./var", "the sensor's state: database, data, sockets, secret.key"),
+    "SCOS_DATABASE_URL": (
+        "",
+        "SQLAlchemy URL: sqlite:////path or postgresql+psycopg://user:pass@host/db "
+        "(default: SQLite in SCOS_HOME)",
+    ),
+    "SCOS_DATA_DIR": ("", "where recordings are written (default: SCOS_HOME/data)"),
+    "SCOS_MAX_DISK_USAGE": (
+        "85",
+        "percent of the data filesystem the sensor may fill; above it the oldest "
+        "acquisitions are deleted",
+    ),
+    "SCOS_SIGAN": (
+        "sim",
+        "signal analyzer: sim, replay:<file.sigmf-meta>, uhd:<device args> or "
+        "osmosdr:<device args>",
+    ),
+    "SCOS_CONFIG": (
+        "",
+        "configuration directory: sensor.yaml, calibration.yaml, location.yaml, "
+        "actions.yaml, simulator.yaml, flowgraphs/; a file it lacks is the shipped "
+        "default (the simulated sensor)",
+    ),
+    "SCOS_SENSOR_FILE": ("", "the sensor definition, Table 37 (default: in SCOS_CONFIG)"),
+    "SCOS_CALIBRATION_FILE": ("", "the calibration data (default: in SCOS_CONFIG)"),
+    "SCOS_LOCATION_FILE": ("", "the sensor's location, Table 21 (default: in SCOS_CONFIG)"),
+    "SCOS_ACTIONS_FILE": ("", "the actions clients may schedule (default: in SCOS_CONFIG)"),
+    "SCOS_AUTH": ("token", "API authentication: token or jwt"),
+    "SCOS_JWT_PUBLIC_KEY": ("", "PEM file of the RS256 key that signs JWTs (required for jwt)"),
+    "SCOS_JWT_ISSUER": ("", "required iss claim of a JWT (not checked when empty)"),
+    "SCOS_JWT_AUDIENCE": ("", "required aud claim of a JWT (not checked when empty)"),
+    "SCOS_JWT_ROLE_CLAIM": ("authorities", "JWT claim holding the user's roles"),
+    "SCOS_JWT_REQUIRED_ROLE": ("ROLE_MANAGER", "role a JWT must carry to use the API"),
+    "SCOS_JWT_ADMIN_ROLE": ("ROLE_ADMIN", "role that makes a JWT user an admin"),
+    "SCOS_CALLBACK_AUTH": (
+        "token",
+        "how notifications authenticate to an entry's callback_url: token (the token "
+        "that set it, kept encrypted) or oauth (client credentials; always with jwt)",
+    ),
+    "SCOS_OAUTH_TOKEN_URL": ("", "OAuth2 token endpoint, client-credentials grant"),
+    "SCOS_OAUTH_CLIENT_ID": ("", "the sensor's OAuth2 client id"),
+    "SCOS_OAUTH_CLIENT_SECRET": ("", "the sensor's OAuth2 client secret"),
+    "SCOS_CALLBACK_VERIFY": (
+        "true",
+        "TLS verification of callback, token and manager URLs: true, false or a CA bundle file",
+    ),
+    "SCOS_CALLBACK_RETRIES": ("10", "delivery attempts of a notification before it fails"),
+    "SCOS_MANAGER_URL": (
+        "",
+        "the manager's API (https://host/api/v1): the sensor associates with it at "
+        "start-up (Table 1)",
+    ),
+    "SCOS_MANAGER_TOKEN": ("", "Authorization: Token for the manager, without OAuth2"),
+    "SCOS_MAX_CONSECUTIVE_FAILURES": (
+        "5",
+        "the scheduler exits (status 3, for systemd to restart it) after this many "
+        "tasks in a row fail; 0: never",
+    ),
+    "SCOS_API_BIND": ("127.0.0.1:8000", "address:port the API (gunicorn) listens on"),
+    "SCOS_API_WORKERS": (
+        "",
+        "API worker processes, 4 threads each (default: 2 x CPUs + 1, at most 9)",
+    ),
+    "SCOS_LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR (of the services)"),
+    "SCOS_LOG_FORMAT": ("text", "text (key=value fields) or json (one object per line)"),
+}
 CALLBACK_AUTH_MODES = ("token", "oauth")
 OAUTH_VARIABLES = ("SCOS_OAUTH_TOKEN_URL", "SCOS_OAUTH_CLIENT_ID", "SCOS_OAUTH_CLIENT_SECRET")
 TRUE_WORDS = ("true", "1", "yes", "on")
@@ -84,6 +139,39 @@ class Settings:
     callback_retries: int = 10
     manager_url: str | None = None
     manager_token: str | None = field(default=None, repr=False)
+    sigan: str = "sim"
+    config_files: dict[str, Path] = field(default_factory=dict)  # by file name
+    max_consecutive_failures: int = 5
+    log_level: str = "INFO"
+    log_format: str = "text"
+    api_bind: str = "127.0.0.1:8000"
+    api_workers: int | None = None  # gunicorn_conf's default
+    source: Path | None = None  # the settings file read, if any
+
+    def config(self) -> "Config":
+        """The sensor's configuration (directory and per-file paths), loaded."""
+        from .config import Config
+
+        return Config.load(self.config_dir, self.config_files)
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, file: str | Path | None = None
+    ) -> "Settings":
+        """The settings of the settings file (``file``, else ``$SCOS_SETTINGS_FILE``,
+        else the default one when it exists) overridden by ``environ`` (default: the
+        process environment)."""
+        env = os.environ if environ is None else environ
+        if file is None:
+            named = env.get(SETTINGS_FILE_ENV)
+            if named is not None:
+                file = named.strip() or None
+            elif DEFAULT_SETTINGS_FILE.is_file():
+                file = DEFAULT_SETTINGS_FILE
+        values = read_settings_file(Path(file)) if file is not None else {}
+        overridden = {name: value for name, value in env.items() if name in VARIABLES}
+        settings = cls.from_env(values | overridden)
+        return replace(settings, source=None if file is None else Path(file).resolve())
 
     @property
     def secret_key_file(self) -> Path:
@@ -173,6 +261,49 @@ class Settings:
         if manager_url is not None:
             _check_http_url("SCOS_MANAGER_URL", manager_url)
         config = get("SCOS_CONFIG")
+        if config is not None and not Path(config).is_dir():
+            raise SettingsError(f"SCOS_CONFIG: no such directory {config}")
+        config_files = {}
+        for name, file_name in CONFIG_FILE_VARIABLES.items():
+            path = get(name)
+            if path is not None:
+                if not Path(path).is_file():
+                    raise SettingsError(f"{name}: no such file {path}")
+                config_files[file_name] = Path(path).resolve()
+        sigan = get("SCOS_SIGAN") or "sim"
+        if sigan != "sim" and sigan.partition(":")[0] not in ("replay", "uhd", "osmosdr"):
+            raise SettingsError(
+                f"SCOS_SIGAN: must be sim, replay:<file>, uhd:<args> or osmosdr:<args>, "
+                f"got {sigan!r}"
+            )
+        try:
+            failures = int(get("SCOS_MAX_CONSECUTIVE_FAILURES") or 5)
+        except ValueError:
+            raise SettingsError("SCOS_MAX_CONSECUTIVE_FAILURES: must be a whole number") from None
+        if failures < 0:
+            raise SettingsError(f"SCOS_MAX_CONSECUTIVE_FAILURES: must be 0 or more, got {failures}")
+        log_level = (get("SCOS_LOG_LEVEL") or "INFO").upper()
+        if log_level not in LOG_LEVELS:
+            raise SettingsError(
+                f"SCOS_LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}"
+            )
+        api_bind = get("SCOS_API_BIND") or "127.0.0.1:8000"
+        host, colon, port = api_bind.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"SCOS_API_BIND: must be address:port, got {api_bind!r}")
+        workers_text = get("SCOS_API_WORKERS")
+        api_workers = None
+        if workers_text is not None:
+            if not workers_text.isdigit() or int(workers_text) < 1:
+                raise SettingsError(
+                    f"SCOS_API_WORKERS: must be a whole number of at least 1, got {workers_text!r}"
+                )
+            api_workers = int(workers_text)
+        log_format = (get("SCOS_LOG_FORMAT") or "text").lower()
+        if log_format not in LOG_FORMATS:
+            raise SettingsError(
+                f"SCOS_LOG_FORMAT: must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}"
+            )
         return cls(
             home=home,
             database_url=database_url,
@@ -194,7 +325,53 @@ class Settings:
             callback_retries=callback_retries,
             manager_url=manager_url,
             manager_token=get("SCOS_MANAGER_TOKEN"),
+            sigan=sigan,
+            config_files=config_files,
+            max_consecutive_failures=failures,
+            log_level=log_level,
+            log_format=log_format,
+            api_bind=api_bind,
+            api_workers=api_workers,
         )
+
+
+def read_settings_file(path: Path) -> dict[str, str]:
+    """The ``NAME=value`` lines of a settings file; SettingsError naming the file and
+    line of anything else, or of a name that is not a setting."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"settings file {path}: cannot be read: {error}") from None
+    values = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, equals, value = line.partition("=")
+        name, value = name.strip(), value.strip()
+        where = f"{path}:{number}"
+        if not equals or not name:
+            raise SettingsError(f"{where}: expected NAME=value, got {line!r}")
+        if name not in VARIABLES:
+            raise SettingsError(f"{where}: {name} is not a setting (see gr-scos config example)")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name] = value
+    return values
+
+
+def example_file() -> str:
+    """A settings file that documents every setting, each commented out at its default."""
+    lines = [
+        "# gr-scos settings: NAME=value lines, read by gr-scos (SCOS_SETTINGS_FILE, default",
+        "# /etc/gr-scos/gr-scos.conf), systemd (EnvironmentFile=) and docker compose",
+        "# (env_file:). Environment variables override this file. Check it with",
+        "# gr-scos config check. Every setting is shown at its default.",
+    ]
+    for name, (default, meaning) in VARIABLES.items():
+        lines += ["", *textwrap.wrap(meaning, 84, initial_indent="# ", subsequent_indent="# ")]
+        lines.append(f"#{name}={default}" if default else f"#{name}=")
+    return "\n".join(lines) + "\n"
 
 
 def _check_http_url(name: str, url: str) -> None:

@@ -343,11 +343,18 @@ class Notifier:
                 return  # its task result was deleted meanwhile
             notification.attempts += 1
             now = utc_now()
+            task = notification.task_result
+            fields = {"schedule_id": task.schedule_entry_id, "task_id": task.task_id}
             if error is None:
                 notification.state = "delivered"
                 notification.delivered = now
                 notification.next_attempt = None
-                logger.info("notification %d delivered to %s", notification.id, notification.url)
+                logger.info(
+                    "notification %d delivered to %s",
+                    notification.id,
+                    notification.url,
+                    extra=fields,
+                )
                 return
             notification.last_error = str(error)[:ERROR_LENGTH]
             if error.final or notification.attempts >= self.settings.callback_retries:
@@ -359,6 +366,7 @@ class Notifier:
                     notification.url,
                     notification.attempts,
                     error,
+                    extra=fields,
                 )
                 return
             delay = self.delay(notification.attempts)
@@ -370,4 +378,5 @@ class Notifier:
                 notification.attempts,
                 error,
                 delay,
+                extra=fields,
             )

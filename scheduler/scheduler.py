@@ -28,10 +28,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gnuradio.scos.sigan_source import SiganError, probe
 from sqlalchemy import select, update
 
 from ..acquire import Catalog, check_recorded, flowgraph_request
-from ..config import Config, default_device
+from ..logs import task_context
 from ..settings import Settings
 from ..storage import quota
 from ..storage.database import Database
@@ -53,6 +54,11 @@ from .wake import WakeListener, wake
 logger = logging.getLogger(__name__)
 
 RESTART_DETAIL = "interrupted: sensor restarted"
+STOPPED_DETAIL = "interrupted: sensor stopped"
+DELETED_DETAIL = "interrupted: schedule entry deleted"
+# Failures that say nothing about the sensor's health.
+NOT_FAULTS = (STOPPED_DETAIL, DELETED_DETAIL)
+TOO_MANY_FAILURES_STATUS = 3  # the scheduler's exit status, for systemd to restart it
 STOP_CHECK_SECONDS = 0.5  # how often a running task's entry is checked for deletion
 # A task goes to its runner this long before its time, plus twice the longest recent
 # flowgraph build (opening a USRP takes seconds), so that it starts on the instant.
@@ -115,10 +121,10 @@ class Scheduler:
 
     def __init__(self, settings: Settings, device: str | None = None):
         self.settings = settings
-        self.config = Config.load(settings.config_dir)
+        self.config = settings.config()
         self.catalog = Catalog.load(self.config)
         self.database = Database(settings.database_url, settings.data_dir)
-        self.device = device or default_device()
+        self.device = device or settings.sigan
         self.socket_dir = settings.home / "run"
         self.stopping = threading.Event()
         self.spares: collections.deque[RunnerProcess] = collections.deque()
@@ -132,6 +138,8 @@ class Scheduler:
         self._state = ""
         self._beaten = 0.0
         self._builds: collections.deque[float] = collections.deque(maxlen=BUILDS_REMEMBERED)
+        self.consecutive_failures = 0
+        self.exit_status = 0
         # The data filesystem's (total, used, free); a test may measure another way.
         self.disk_usage = shutil.disk_usage
 
@@ -150,6 +158,8 @@ class Scheduler:
                 state = SchedulerState(id=1)
                 db.add(state)
             state.pid, state.state, state.started, state.heartbeat = os.getpid(), "idle", now, now
+            state.consecutive_failures, state.last_failure = 0, None
+            state.sigan_error = self._probe_sigan()
         self._state = "idle"
         self._spare_runners()
         self.notifier.start()
@@ -157,14 +167,28 @@ class Scheduler:
             self.associator.start()
         logger.info("scheduler started (pid %d, device %s)", os.getpid(), self.device)
 
-    def serve_forever(self) -> None:
-        """Run the schedule until :meth:`shutdown`."""
+    def serve_forever(self) -> int:
+        """Run the schedule until :meth:`shutdown`, or until
+        ``SCOS_MAX_CONSECUTIVE_FAILURES`` tasks in a row have failed; the exit status
+        (0, or ``TOO_MANY_FAILURES_STATUS``)."""
         self.start()
         try:
             while not self.stopping.is_set():
                 self.step()
         finally:
             self.close()
+        return self.exit_status
+
+    def _probe_sigan(self) -> str | None:
+        """The signal analyzer's problem at start-up, or None; the scheduler runs on
+        either way (a device may come back), and /status shows it."""
+        try:
+            probe(self.device)
+        except SiganError as error:
+            problem = f"signal analyzer {self.device}: {error}"
+            logger.error("%s", problem)
+            return problem
+        return None
 
     def shutdown(self) -> None:
         """Stop soon: a running task is stopped and recorded as failed. Safe to call
@@ -306,12 +330,13 @@ class Scheduler:
             result_id = result.id
             action = entry.action
             metadata = schedule_entry_metadata(entry)
-        logger.info("schedule %s task %d: %s starts", schedule_id, task_id, action)
-        folder = self.settings.data_dir / schedule_id / str(task_id)
-        outcome, started = self._execute(action, metadata, task_id, folder, schedule_id, latest)
-        self._spare_runners()  # when the task failed before its flowgraph started
-        self._record(result_id, outcome, started, folder)
-        self.enforce_quota()
+        with task_context(schedule_id, task_id):
+            logger.info("%s starts", action)
+            folder = self.settings.data_dir / schedule_id / str(task_id)
+            outcome, started = self._execute(action, metadata, task_id, folder, schedule_id, latest)
+            self._spare_runners()  # when the task failed before its flowgraph started
+            self._record(result_id, outcome, started, folder)
+            self.enforce_quota()
 
     def _spare_runners(self) -> None:
         """Start runners for the next tasks, up to ``SPARE_RUNNERS``, unless we stop."""
@@ -363,13 +388,13 @@ class Scheduler:
 
         def stop_reason() -> str | None:
             if self.stopping.is_set():
-                return "interrupted: sensor stopped"
+                return STOPPED_DETAIL
             if time.monotonic() - checked[0] < STOP_CHECK_SECONDS:
                 return None
             checked[0] = time.monotonic()
             with self.database.sessions() as db:
                 if db.get(ScheduleEntry, schedule_id) is None:
-                    return "interrupted: schedule entry deleted"
+                    return DELETED_DETAIL
             return None
 
         def on_event(message: dict) -> None:
@@ -424,11 +449,37 @@ class Scheduler:
             self._keep_only(folder, recordings)
             add_recordings(result, recordings, self.settings.data_dir)
             self.notifier.queue(db, result)  # delivered after commit, by its own thread
-            where = f"schedule {result.schedule_entry_id} task {result.task_id}"
+            self._count(db, result.detail if failed else None)
         if failed:
-            logger.error("%s failed: %s", where, outcome)
+            logger.error("failed: %s", outcome)
         else:
-            logger.info("%s succeeded: %d recording(s)", where, len(recordings))
+            logger.info("succeeded: %d recording(s)", len(recordings))
+
+    def _count(self, db, failure: str | None) -> None:
+        """Keep the tasks failed in a row (and the signal analyzer's state) in the
+        heartbeat row; past ``SCOS_MAX_CONSECUTIVE_FAILURES``, stop with an error
+        status, so that systemd restarts the sensor."""
+        if failure in NOT_FAULTS:
+            return
+        state = db.get(SchedulerState, 1) or SchedulerState()  # a detached one: not started
+        if failure is None:
+            self.consecutive_failures = 0
+            state.consecutive_failures, state.last_failure, state.sigan_error = 0, None, None
+            return
+        self.consecutive_failures += 1
+        state.consecutive_failures, state.last_failure = self.consecutive_failures, failure
+        if "signal analyzer" in failure:
+            state.sigan_error = failure
+        limit = self.settings.max_consecutive_failures
+        if limit and self.consecutive_failures >= limit:
+            logger.error(
+                "%d tasks in a row failed (the last: %s); the scheduler exits with status %d",
+                self.consecutive_failures,
+                failure,
+                TOO_MANY_FAILURES_STATUS,
+            )
+            self.exit_status = TOO_MANY_FAILURES_STATUS
+            self.shutdown()
 
     def enforce_quota(self) -> quota.QuotaResult:
         """Before and after each task: the oldest acquisitions go while the data

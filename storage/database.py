@@ -14,6 +14,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -93,14 +94,17 @@ class Database:
         with self.write_sessions() as session, session.begin():
             yield session
 
-    def upgrade(self) -> None:
+    def upgrade(self) -> tuple[str | None, str | None]:
         """Bring the schema to the newest migration; safe when several processes
-        start at once (an advisory lock on PostgreSQL, a file lock on SQLite)."""
+        start at once (an advisory lock on PostgreSQL, a file lock on SQLite).
+        (revision before, revision after); None for an empty database."""
         with self._migration_lock(), self.engine.begin() as connection:
+            before = MigrationContext.configure(connection).get_current_revision()
             alembic = AlembicConfig()
             alembic.set_main_option("script_location", str(MIGRATIONS))
             alembic.attributes["connection"] = connection
             command.upgrade(alembic, "head")
+            return before, MigrationContext.configure(connection).get_current_revision()
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:

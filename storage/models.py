@@ -252,3 +252,8 @@ class SchedulerState(Base):
     state: Mapped[str] = mapped_column(String(20))
     started: Mapped[datetime.datetime]
     heartbeat: Mapped[datetime.datetime]
+    # Tasks failed in a row by a fault of the sensor (not a deleted entry or a stop),
+    # the last one's detail, and the signal analyzer's problem; a success clears them.
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_failure: Mapped[str | None] = mapped_column(Text)
+    sigan_error: Mapped[str | None] = mapped_column(Text)

@@ -13,6 +13,9 @@ from gnuradio.grc.core import Constants
 from gnuradio.grc.core.platform import Platform
 
 REPO = Path(__file__).resolve().parents[1]
+# No settings file unless a test names one: an operator's /etc/gr-scos/gr-scos.conf
+# on a developer's machine must not change what the tests (and their subprocesses) see.
+os.environ["SCOS_SETTINGS_FILE"] = ""
 GRC_DIR = REPO / "grc"
 GRCC = "/usr/bin/grcc"
 

@@ -17,7 +17,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .. import __version__
 from ..acquire import Catalog
-from ..config import Config
 from ..settings import Settings
 from ..storage.database import Database
 from ..storage.models import Location, utc_now
@@ -40,9 +39,10 @@ class SensorApi(Api):
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """The API of the sensor that ``settings`` (default: the environment) describe."""
-    settings = settings or Settings.from_env()
-    config = Config.load(settings.config_dir)
+    """The API of the sensor that ``settings`` (default: environment and settings
+    file) describe."""
+    settings = settings or Settings.load()
+    config = settings.config()
     catalog = Catalog.load(config)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url, settings.data_dir)

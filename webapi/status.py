@@ -56,13 +56,14 @@ status_model = ns.model(
 )
 
 
-def scheduler_state() -> str:
+def scheduler_state() -> tuple[str, SchedulerState | None]:
+    """idle, running or dead, and the scheduler's row when it lives."""
     state = session().scalar(select(SchedulerState))
     if state is None:
-        return "dead"
+        return "dead", None
     if (utc_now() - state.heartbeat).total_seconds() > SCHEDULER_DEAD_AFTER_SECONDS:
-        return "dead"
-    return state.state
+        return "dead", None
+    return state.state, state
 
 
 def disk_usage() -> dict:
@@ -85,11 +86,19 @@ class Status(AuthenticatedResource):
     def get(self):
         """The sensor's status: scheduler, location, times, disk and health."""
         sensor = sensor_app()
-        scheduler = scheduler_state()
+        scheduler, state = scheduler_state()
         disk = disk_usage()
         problems = []
-        if scheduler == "dead":
+        if state is None:
             problems.append("the scheduler is not running")
+        else:
+            if state.consecutive_failures:
+                problems.append(
+                    f"{state.consecutive_failures} task(s) in a row failed; the last: "
+                    f"{state.last_failure}"
+                )
+            if state.sigan_error:
+                problems.append(state.sigan_error)
         if disk["percent"] >= disk["max_percent"]:
             problems.append(f"disk usage {disk['percent']}% is at or above {disk['max_percent']}%")
         location = session().scalar(select(Location))

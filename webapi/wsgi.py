@@ -1,5 +1,5 @@
 """The WSGI application for gunicorn: ``gunicorn grscos.webapi.wsgi:app``, configured
-by the environment (``grscos.settings``)."""
+by the environment and the settings file (``grscos.settings``)."""
 
 from .app import create_app
 

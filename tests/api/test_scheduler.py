@@ -12,11 +12,13 @@ polls the API every 50 ms); only the checks that something does *not* happen
 wait out a fixed time.
 """
 
+import dataclasses
 import datetime
 import io
 import logging
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -525,6 +527,44 @@ def test_files_of_a_stopped_task_do_not_outlive_its_entry(api, in_thread):
     assert failed["status"] == "fail"
     assert api.delete(f"{SCHEDULE}/{overrunning['id']}").status_code == 204
     assert files_under(api.settings.data_dir / overrunning["id"]) == []
+
+
+def health(api: Api) -> tuple[bool, list[str]]:
+    response = api.get(STATUS)
+    assert response.status_code == 200, response.json
+    return response.json["healthy"], response.json["problems"]
+
+
+def test_failures_in_a_row_make_the_sensor_unhealthy_then_stop_the_scheduler(api, in_thread):
+    sensor = in_thread()
+    sensor.scheduler.settings = dataclasses.replace(api.settings, max_consecutive_failures=3)
+    entry = api.schedule(name="failing", action="broken", interval=1)
+    wait_for_results(api, entry["id"], 2, timeout=10)
+    healthy, problems = health(api)
+    assert not healthy
+    assert any(
+        re.fullmatch(
+            r"[12] task\(s\) in a row failed; the last: the flowgraph failed: "
+            r"ValueError: the detector broke",
+            problem,
+        )
+        for problem in problems
+    ), problems
+    # A success clears it.
+    patch_entry(api, entry["id"], action="acquire_iq")
+    wait_for(
+        lambda: [t for t in results(api, entry["id"]) if t["status"] == "success"],
+        10,
+        "a successful task",
+    )
+    assert health(api) == (True, [])
+    # Three failures in a row: the scheduler exits with status 3 for systemd to restart it.
+    patch_entry(api, entry["id"], action="broken")
+    wait_for(lambda: not sensor.thread.is_alive(), 15, "the scheduler to give up")
+    assert sensor.scheduler.exit_status == 3
+    tasks = results(api, entry["id"])
+    assert [t["status"] for t in tasks[-3:]] == ["fail"] * 3, tasks
+    assert scheduler_status(api) == "dead"
 
 
 def test_status_follows_the_scheduler(api, in_thread):
