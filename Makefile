@@ -4,7 +4,7 @@ PYTHON  := $(VENV)/bin/python
 READY   := $(VENV)/.bootstrapped
 SCOS_HOME ?= $(CURDIR)/var
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench install-service clean
 
 $(READY): deploy/bootstrap.sh pyproject.toml
 	bash deploy/bootstrap.sh
@@ -27,6 +27,11 @@ bench: $(READY)
 	$(PYTHON) tests/bench/bench_detectors.py
 	$(PYTHON) tests/bench/bench_api.py
 	$(PYTHON) tests/bench/bench_scheduler.py
+
+# As root: the scos user, the systemd units and /etc/gr-scos/gr-scos.conf.
+# DESTDIR=DIR installs the files under DIR instead (no user, no systemctl).
+install-service: $(READY)
+	bash deploy/install-service.sh
 
 clean:
 	rm -rf $(VENV) build var .pytest_cache

@@ -3,17 +3,48 @@
 # the virtual environment .venv (from Debian's python3, with its GNU Radio and numpy)
 # and the project installed editable with its test extras.
 # Runs as root, or as a normal user who may sudo.
+#
+# usage: bootstrap.sh [--runtime] [--packages-only]
+#   --runtime        only what a deployed sensor runs on (the container image): no
+#                    test, benchmark or build packages and no test extras; .venv is
+#                    then not marked ready for make's targets
+#   --packages-only  stop after the Debian packages (the image caches them in a
+#                    layer that source changes do not invalidate)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
 
-debian_packages=(
-    gnuradio gnuradio-dev gr-osmosdr python3-uhd uhd-host
-    python3-venv python3-pip python3-numpy python3-yaml python3-zmq
+runtime=false
+packages_only=false
+for argument in "$@"; do
+    case "$argument" in
+        --runtime) runtime=true ;;
+        --packages-only) packages_only=true ;;
+        *)
+            echo "bootstrap: unknown argument '$argument' (usage: bootstrap.sh [--runtime] [--packages-only])" >&2
+            exit 2
+            ;;
+    esac
+done
+
+runtime_packages=(
+    gnuradio gr-osmosdr python3-uhd uhd-host
+    python3-venv python3-numpy python3-yaml python3-zmq
+)
+# The tests, the benchmarks and the out-of-tree build of the blocks.
+development_packages=(
+    gnuradio-dev python3-pip
     postgresql wrk nginx-light chromium chromium-driver openssl
     cmake make g++ pkg-config git sudo
 )
+debian_packages=("${runtime_packages[@]}")
+extras="[test]"
+if [ "$runtime" = true ]; then
+    extras=""
+else
+    debian_packages+=("${development_packages[@]}")
+fi
 
 # Package installs need root: run them directly as root, through sudo otherwise.
 as_root() {
@@ -48,6 +79,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+if [ "$packages_only" = true ]; then
+    echo "bootstrap: Debian packages ready"
+    exit 0
+fi
 
 if ! "$venv/bin/python" -c "import gnuradio.gr" 2>/dev/null; then
     echo "bootstrap: creating $venv"
@@ -61,12 +96,14 @@ constraints="$venv/constraints.txt"
     as_owner tee "$constraints" > /dev/null
 
 as_owner "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    --constraint "$constraints" --editable "$repo[test]"
+    --constraint "$constraints" --editable "$repo$extras"
 
 numpy_path="$("$venv/bin/python" -c 'import numpy; print(numpy.__file__)')"
 case "$numpy_path" in
     /usr/lib/python3/dist-packages/*) ;;
     *) echo "bootstrap: numpy resolved to $numpy_path, not Debian's" >&2; exit 1 ;;
 esac
-as_owner touch "$venv/.bootstrapped"
+if [ "$runtime" = false ]; then
+    as_owner touch "$venv/.bootstrapped"
+fi
 echo "bootstrap: ready ($venv)"

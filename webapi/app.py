@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         title="gr-scos sensor API",
         description=(
             "IEEE 802.15.22.3 (SCOS) sensor API, section 8.2.1. Authenticate with "
-            "'Authorization: Token <key>' (or 'Bearer <JWT>' when the sensor uses JWTs)."
+            "`Authorization: Token <key>` (or `Bearer <JWT>` when the sensor uses JWTs)."
         ),
         doc="/docs",
         authorizations={settings.auth: SECURITY[settings.auth]},

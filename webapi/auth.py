@@ -30,13 +30,16 @@ SECURITY = {
         "type": "apiKey",
         "in": "header",
         "name": "Authorization",
-        "description": "'Token <key>' (gr-scos users add NAME prints a key)",
+        "description": (
+            "`Token <key>`: the word Token, a space and your key "
+            "(gr-scos users add NAME prints a key)"
+        ),
     },
     "jwt": {
         "type": "apiKey",
         "in": "header",
         "name": "Authorization",
-        "description": "'Bearer <JWT>' from the configured OAuth2 server",
+        "description": "`Bearer <JWT>` from the configured OAuth2 server",
     },
 }
 

@@ -5,16 +5,19 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 GR_SCOS = VENV_BIN / "gr-scos"
 STOP_TIMEOUT = 30
+ANSWER_TIMEOUT = 60
 
 
 def free_port() -> int:
@@ -45,14 +48,20 @@ class RunningSensor:
 
     def stop(self) -> int:
         """SIGTERM, as systemd and Ctrl-C stop it; its exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process)
+
+
+def terminate(process: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> int:
+    """SIGTERM to ``process``, SIGKILL to its whole process group if it has not
+    exited after ``timeout`` seconds; its exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
 
 
 def start_sensor(home: Path, **environment: str) -> RunningSensor:
@@ -74,7 +83,24 @@ def start_sensor(home: Path, **environment: str) -> RunningSensor:
         raise RuntimeError(f"gr-scos run did not start: {banner!r}")
     assert "created the user admin" in process.stdout.readline()
     token = process.stdout.readline().strip()
-    return RunningSensor(process, home, port, token, env)
+    running = RunningSensor(process, home, port, token, env)
+    _wait_until_answering(running)
+    return running
+
+
+def _wait_until_answering(running: RunningSensor) -> None:
+    """The banner comes once the port is open; the workers answer a few seconds later."""
+    deadline = time.monotonic() + ANSWER_TIMEOUT
+    while True:
+        try:
+            if requests.get(f"{running.url}/status", headers=running.headers, timeout=5).ok:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline or running.process.poll() is not None:
+            running.stop()
+            raise RuntimeError(f"gr-scos run did not answer within {ANSWER_TIMEOUT:g} s")
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
