@@ -1,6 +1,7 @@
 """The ``gr-scos`` command line."""
 
 import argparse
+import functools
 import logging
 import math
 import os
@@ -27,6 +28,12 @@ from .storage.models import ScheduleEntry, User
 
 logger = logging.getLogger("grscos")
 SERVICES = ("run", "scheduler")  # commands that log at SCOS_LOG_LEVEL
+
+
+@functools.cache
+def _settings() -> Settings:
+    """The settings, read once per command (after --settings is in the environment)."""
+    return Settings.load()
 
 
 def _selftest(arguments: argparse.Namespace) -> int:
@@ -88,7 +95,7 @@ class _Progress:
 
 def _acquire(arguments: argparse.Namespace) -> int:
     overrides = dict(parameters.parse_assignment(text) for text in arguments.set)
-    settings = Settings.load()
+    settings = _settings()
     config = Config.load(arguments.config, {}) if arguments.config else settings.config()
     device = arguments.sigan or settings.sigan
     output = recording_name(arguments.out, arguments.action)
@@ -120,7 +127,7 @@ def _format(value) -> str:
 
 
 def _actions(arguments: argparse.Namespace) -> int:
-    config = Config.load(arguments.config, {}) if arguments.config else Settings.load().config()
+    config = Config.load(arguments.config, {}) if arguments.config else _settings().config()
     catalog = Catalog.load(config)
     for action in catalog.actions.values():
         flags = " [admin only]" if action.admin_only else ""
@@ -140,19 +147,19 @@ def _actions(arguments: argparse.Namespace) -> int:
 
 
 def _run(arguments: argparse.Namespace) -> int:
-    settings = Settings.load()
+    settings = _settings()
     return service.run_sensor(settings, arguments.host, arguments.port, arguments.sigan)
 
 
 def _scheduler(arguments: argparse.Namespace) -> int:
-    scheduler = Scheduler(Settings.load(), device=arguments.sigan)
+    scheduler = Scheduler(_settings(), device=arguments.sigan)
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: scheduler.shutdown())
     return scheduler.serve_forever()
 
 
 def _db(arguments: argparse.Namespace) -> int:
-    settings = Settings.load()
+    settings = _settings()
     database = Database(settings.database_url, settings.data_dir)
     try:
         before, after = database.upgrade()
@@ -169,7 +176,7 @@ def _config(arguments: argparse.Namespace) -> int:
     if arguments.config_command == "example":
         sys.stdout.write(example_file())
         return 0
-    settings = Settings.load()
+    settings = _settings()
     config = settings.config()
     catalog = Catalog.load(config)
     print(f"settings file: {settings.source or 'none (environment and defaults only)'}")
@@ -186,7 +193,7 @@ def _config(arguments: argparse.Namespace) -> int:
 
 
 def _users(arguments: argparse.Namespace) -> int:
-    settings = Settings.load()
+    settings = _settings()
     database = Database(settings.database_url, settings.data_dir)
     database.upgrade()
     with database.session() as db:
@@ -351,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         level, log_format = arguments.log_level or "WARNING", "text"
         if arguments.command in SERVICES:
-            settings = Settings.load()
+            settings = _settings()
             level, log_format = arguments.log_level or settings.log_level, settings.log_format
         logs.configure(level, log_format)
         return arguments.handler(arguments)

@@ -195,6 +195,25 @@ class Settings:
             value = env.get(name, "").strip()
             return value or None
 
+        def choice(name: str, choices: tuple[str, ...]) -> str:
+            """One of ``choices``, in their case, whatever the case it was written in."""
+            value = get(name) or VARIABLES[name][0]
+            by_folded = {option.casefold(): option for option in choices}
+            if value.casefold() not in by_folded:
+                raise SettingsError(f"{name}: must be one of {', '.join(choices)}, got {value!r}")
+            return by_folded[value.casefold()]
+
+        def whole(name: str, minimum: int) -> int | None:
+            """A whole number of at least ``minimum``; None when unset without a default."""
+            text = get(name) or VARIABLES[name][0]
+            if not text:
+                return None
+            if not text.isdigit() or int(text) < minimum:
+                raise SettingsError(
+                    f"{name}: must be a whole number of at least {minimum}, got {text!r}"
+                )
+            return int(text)
+
         home = Path(get("SCOS_HOME") or "var").resolve()
         data_dir = Path(get("SCOS_DATA_DIR") or home / "data").resolve()
         database_url = get("SCOS_DATABASE_URL") or f"sqlite:///{home / 'scos.sqlite3'}"
@@ -204,16 +223,16 @@ class Settings:
                 f"got {database_url!r}"
             )
         try:
-            max_disk_usage = float(get("SCOS_MAX_DISK_USAGE") or 85)
+            max_disk_usage = float(
+                get("SCOS_MAX_DISK_USAGE") or VARIABLES["SCOS_MAX_DISK_USAGE"][0]
+            )
         except ValueError:
             raise SettingsError("SCOS_MAX_DISK_USAGE: must be a number of percent") from None
         if not 0 < max_disk_usage <= 100:
             raise SettingsError(
                 f"SCOS_MAX_DISK_USAGE: must be above 0 and at most 100, got {max_disk_usage:g}"
             )
-        auth = (get("SCOS_AUTH") or "token").lower()
-        if auth not in AUTH_MODES:
-            raise SettingsError(f"SCOS_AUTH: must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
+        auth = choice("SCOS_AUTH", AUTH_MODES)
         key = get("SCOS_JWT_PUBLIC_KEY")
         jwt_public_key = Path(key) if key else None
         if auth == "jwt":
@@ -221,12 +240,7 @@ class Settings:
                 raise SettingsError("SCOS_JWT_PUBLIC_KEY: required when SCOS_AUTH is jwt")
             if not jwt_public_key.is_file():
                 raise SettingsError(f"SCOS_JWT_PUBLIC_KEY: no such file {jwt_public_key}")
-        callback_auth = (get("SCOS_CALLBACK_AUTH") or "token").lower()
-        if callback_auth not in CALLBACK_AUTH_MODES:
-            raise SettingsError(
-                f"SCOS_CALLBACK_AUTH: must be one of {', '.join(CALLBACK_AUTH_MODES)}, "
-                f"got {callback_auth!r}"
-            )
+        callback_auth = choice("SCOS_CALLBACK_AUTH", CALLBACK_AUTH_MODES)
         oauth = {name: get(name) for name in OAUTH_VARIABLES}
         if callback_auth == "oauth" or any(oauth.values()):
             for name, value in oauth.items():
@@ -249,14 +263,6 @@ class Settings:
                     f"SCOS_CALLBACK_VERIFY: must be true, false or a CA bundle file, "
                     f"and there is no {callback_verify}"
                 )
-        try:
-            callback_retries = int(get("SCOS_CALLBACK_RETRIES") or 10)
-        except ValueError:
-            raise SettingsError("SCOS_CALLBACK_RETRIES: must be a whole number") from None
-        if callback_retries < 1:
-            raise SettingsError(
-                f"SCOS_CALLBACK_RETRIES: must be at least 1, got {callback_retries}"
-            )
         manager_url = get("SCOS_MANAGER_URL")
         if manager_url is not None:
             _check_http_url("SCOS_MANAGER_URL", manager_url)
@@ -270,40 +276,16 @@ class Settings:
                 if not Path(path).is_file():
                     raise SettingsError(f"{name}: no such file {path}")
                 config_files[file_name] = Path(path).resolve()
-        sigan = get("SCOS_SIGAN") or "sim"
+        sigan = get("SCOS_SIGAN") or VARIABLES["SCOS_SIGAN"][0]
         if sigan != "sim" and sigan.partition(":")[0] not in ("replay", "uhd", "osmosdr"):
             raise SettingsError(
                 f"SCOS_SIGAN: must be sim, replay:<file>, uhd:<args> or osmosdr:<args>, "
                 f"got {sigan!r}"
             )
-        try:
-            failures = int(get("SCOS_MAX_CONSECUTIVE_FAILURES") or 5)
-        except ValueError:
-            raise SettingsError("SCOS_MAX_CONSECUTIVE_FAILURES: must be a whole number") from None
-        if failures < 0:
-            raise SettingsError(f"SCOS_MAX_CONSECUTIVE_FAILURES: must be 0 or more, got {failures}")
-        log_level = (get("SCOS_LOG_LEVEL") or "INFO").upper()
-        if log_level not in LOG_LEVELS:
-            raise SettingsError(
-                f"SCOS_LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}"
-            )
-        api_bind = get("SCOS_API_BIND") or "127.0.0.1:8000"
+        api_bind = get("SCOS_API_BIND") or VARIABLES["SCOS_API_BIND"][0]
         host, colon, port = api_bind.rpartition(":")
         if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise SettingsError(f"SCOS_API_BIND: must be address:port, got {api_bind!r}")
-        workers_text = get("SCOS_API_WORKERS")
-        api_workers = None
-        if workers_text is not None:
-            if not workers_text.isdigit() or int(workers_text) < 1:
-                raise SettingsError(
-                    f"SCOS_API_WORKERS: must be a whole number of at least 1, got {workers_text!r}"
-                )
-            api_workers = int(workers_text)
-        log_format = (get("SCOS_LOG_FORMAT") or "text").lower()
-        if log_format not in LOG_FORMATS:
-            raise SettingsError(
-                f"SCOS_LOG_FORMAT: must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}"
-            )
         return cls(
             home=home,
             database_url=database_url,
@@ -322,16 +304,16 @@ class Settings:
             oauth_client_id=oauth["SCOS_OAUTH_CLIENT_ID"],
             oauth_client_secret=oauth["SCOS_OAUTH_CLIENT_SECRET"],
             callback_verify=callback_verify,
-            callback_retries=callback_retries,
+            callback_retries=whole("SCOS_CALLBACK_RETRIES", 1),
             manager_url=manager_url,
             manager_token=get("SCOS_MANAGER_TOKEN"),
             sigan=sigan,
             config_files=config_files,
-            max_consecutive_failures=failures,
-            log_level=log_level,
-            log_format=log_format,
+            max_consecutive_failures=whole("SCOS_MAX_CONSECUTIVE_FAILURES", 0),
+            log_level=choice("SCOS_LOG_LEVEL", LOG_LEVELS),
+            log_format=choice("SCOS_LOG_FORMAT", LOG_FORMATS),
             api_bind=api_bind,
-            api_workers=api_workers,
+            api_workers=whole("SCOS_API_WORKERS", 1),
         )
 
 

@@ -56,6 +56,8 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "stop": {"reason": str},
 }
 STATUSES = ("success", "fail")
+# Starts the part of a ``finished`` detail that is the signal analyzer's problem.
+SIGAN_PROBLEM = "signal analyzer: "
 
 
 class ProtocolError(ValueError):

@@ -199,7 +199,7 @@ def run_task(link: _Link, request: dict, start_at: float) -> None:
         )
     problems = list(stopped)
     problems += [
-        f"signal analyzer: {error}" for source in sources for error in source.command_errors
+        f"{protocol.SIGAN_PROBLEM}{error}" for source in sources for error in source.command_errors
     ]
     problems += [block.incomplete for block in blocks if getattr(block, "incomplete", None)]
     finish(

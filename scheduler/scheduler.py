@@ -45,7 +45,7 @@ from ..storage.models import (
     utc_now,
 )
 from ..storage.results import add_recordings
-from . import series
+from . import protocol, series
 from .association import Associator
 from .callbacks import Notifier
 from .supervisor import RunError, RunnerProcess, RunResult
@@ -468,7 +468,7 @@ class Scheduler:
             return
         self.consecutive_failures += 1
         state.consecutive_failures, state.last_failure = self.consecutive_failures, failure
-        if "signal analyzer" in failure:
+        if protocol.SIGAN_PROBLEM in failure:
             state.sigan_error = failure
         limit = self.settings.max_consecutive_failures
         if limit and self.consecutive_failures >= limit:

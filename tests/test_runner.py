@@ -382,11 +382,11 @@ def test_a_task_built_ahead_starts_at_start_at_and_stamps_that_time(spawn, reque
     assert kinds[: kinds.index("started")].count("heartbeat") >= 2, kinds
     (started,) = [event for event in events if event["type"] == "started"]
     assert runner.started_at == started["at"]
-    assert start_at <= started["at"] < start_at + 0.5
+    assert start_at <= started["at"] < start_at + 1.0  # never early; late only when loaded
     assert 0 < runner.build_seconds < 1.0
     # The samples are stamped when they were taken, not when the flowgraph was built.
     (path,) = result.recordings
-    assert started["at"] - 0.001 <= _capture_time(path) < started["at"] + 0.5
+    assert started["at"] - 0.001 <= _capture_time(path) < started["at"] + 1.0
 
 
 def _nice_values(pid: int) -> dict[int, int]:
