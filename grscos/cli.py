@@ -148,7 +148,10 @@ def _actions(arguments: argparse.Namespace) -> int:
 
 def _run(arguments: argparse.Namespace) -> int:
     settings = _settings()
-    return service.run_sensor(settings, arguments.host, arguments.port, arguments.sigan)
+    host, _, port = settings.api_bind.rpartition(":")
+    return service.run_sensor(
+        settings, arguments.host or host, arguments.port or int(port), arguments.sigan
+    )
 
 
 def _scheduler(arguments: argparse.Namespace) -> int:
@@ -294,8 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the whole sensor (API, scheduler, runner) with its state in $SCOS_HOME "
         "(default ./var) until SIGINT or SIGTERM",
     )
-    sensor.add_argument("--host", default="127.0.0.1", help="address the API listens on")
-    sensor.add_argument("--port", type=int, default=8000, help="port of the API (default 8000)")
+    sensor.add_argument(
+        "--host", help="address the API listens on (default: from SCOS_API_BIND, 127.0.0.1)"
+    )
+    sensor.add_argument(
+        "--port", type=int, help="port of the API (default: from SCOS_API_BIND, 8000)"
+    )
     sensor.add_argument(
         "--sigan", help="signal analyzer, as for acquire (default: $SCOS_SIGAN, else sim)"
     )

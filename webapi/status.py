@@ -1,19 +1,16 @@
-"""``/status`` (Table 4), from the database and the filesystem only: reading it never
-touches the radio, so it answers at once while a task runs."""
-
-import shutil
+"""``/status`` (Table 4), from the database and the filesystem only (``storage/health.py``):
+reading it never touches the radio, so it answers at once while a task runs."""
 
 from flask_restx import Namespace, fields
 from sqlalchemy import select
 
-from ..storage.models import SCHEDULER_DEAD_AFTER_SECONDS, Location, SchedulerState, utc_now
+from ..storage.health import SCHEDULER_STATES, DiskUsage, Health, health
+from ..storage.models import Location, utc_now
 from .auth import AuthenticatedResource
 from .common import UTCDateTime, error_model, sensor_app, session
 
 ns = Namespace("status", description="Sensor status (Table 4)", path="/status")
 error = error_model(ns)
-
-SCHEDULER_STATES = ["idle", "running", "dead"]
 
 location_model = ns.model(
     "Location",
@@ -42,7 +39,7 @@ status_model = ns.model(
     "Status",
     {
         "sensor_id": fields.String(),
-        "scheduler": fields.String(required=True, enum=SCHEDULER_STATES),
+        "scheduler": fields.String(required=True, enum=list(SCHEDULER_STATES)),
         "location": fields.Nested(location_model, skip_none=True),
         "system_time": UTCDateTime(required=True),
         "start_time": UTCDateTime(required=True, description="when this API process started"),
@@ -56,26 +53,10 @@ status_model = ns.model(
 )
 
 
-def scheduler_state() -> tuple[str, SchedulerState | None]:
-    """idle, running or dead, and the scheduler's row when it lives."""
-    state = session().scalar(select(SchedulerState))
-    if state is None:
-        return "dead", None
-    if (utc_now() - state.heartbeat).total_seconds() > SCHEDULER_DEAD_AFTER_SECONDS:
-        return "dead", None
-    return state.state, state
-
-
-def disk_usage() -> dict:
+def sensor_health() -> Health:
     sensor = sensor_app()
-    usage = shutil.disk_usage(sensor.database.data_dir)
-    return {
-        "total_bytes": usage.total,
-        "used_bytes": usage.used,
-        "free_bytes": usage.free,
-        "percent": round(100 * usage.used / usage.total, 2),
-        "max_percent": sensor.settings.max_disk_usage,
-    }
+    disk = DiskUsage.measure(sensor.database.data_dir, sensor.settings.max_disk_usage)
+    return health(session(), disk)
 
 
 @ns.route("", endpoint="status")
@@ -86,31 +67,17 @@ class Status(AuthenticatedResource):
     def get(self):
         """The sensor's status: scheduler, location, times, disk and health."""
         sensor = sensor_app()
-        scheduler, state = scheduler_state()
-        disk = disk_usage()
-        problems = []
-        if state is None:
-            problems.append("the scheduler is not running")
-        else:
-            if state.consecutive_failures:
-                problems.append(
-                    f"{state.consecutive_failures} task(s) in a row failed; the last: "
-                    f"{state.last_failure}"
-                )
-            if state.sigan_error:
-                problems.append(state.sigan_error)
-        if disk["percent"] >= disk["max_percent"]:
-            problems.append(f"disk usage {disk['percent']}% is at or above {disk['max_percent']}%")
+        current = sensor_health()
         location = session().scalar(select(Location))
         calibration = sensor.config.calibration.calibration_datetime
         return {
             "sensor_id": sensor.sensor_id or None,
-            "scheduler": scheduler,
+            "scheduler": current.scheduler,
             "location": location,
             "system_time": utc_now(),
             "start_time": sensor.started,
             "calibration_datetime": calibration,
-            "disk_usage": disk,
-            "healthy": not problems,
-            "problems": problems,
+            "disk_usage": current.disk.as_dict(),
+            "healthy": current.healthy,
+            "problems": current.problems,
         }

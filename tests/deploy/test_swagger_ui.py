@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from grscos.webapi.status import SCHEDULER_STATES
+from grscos.storage.health import SCHEDULER_STATES
 
 try:
     from selenium import webdriver
