@@ -33,7 +33,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from ..settings import Settings
-from ..storage import credentials
+from ..storage import credentials, metrics
 from ..storage.database import Database
 from ..storage.models import (
     Notification,
@@ -345,7 +345,10 @@ class Notifier:
             now = utc_now()
             task = notification.task_result
             fields = {"schedule_id": task.schedule_entry_id, "task_id": task.task_id}
+            outcome = "error" if error else "delivered"
+            metrics.count(db, metrics.NOTIFICATION_ATTEMPTS, outcome=outcome)
             if error is None:
+                metrics.count(db, metrics.NOTIFICATIONS, state="delivered")
                 notification.state = "delivered"
                 notification.delivered = now
                 notification.next_attempt = None
@@ -358,6 +361,7 @@ class Notifier:
                 return
             notification.last_error = str(error)[:ERROR_LENGTH]
             if error.final or notification.attempts >= self.settings.callback_retries:
+                metrics.count(db, metrics.NOTIFICATIONS, state="failed")
                 notification.state = "failed"
                 notification.next_attempt = None
                 logger.error(

@@ -34,7 +34,7 @@ from sqlalchemy import select, update
 from ..acquire import Catalog, check_recorded, flowgraph_request
 from ..logs import task_context
 from ..settings import Settings
-from ..storage import quota
+from ..storage import metrics, quota
 from ..storage.database import Database
 from ..storage.models import (
     SCHEDULER_HEARTBEAT_SECONDS,
@@ -335,7 +335,7 @@ class Scheduler:
             folder = self.settings.data_dir / schedule_id / str(task_id)
             outcome, started = self._execute(action, metadata, task_id, folder, schedule_id, latest)
             self._spare_runners()  # when the task failed before its flowgraph started
-            self._record(result_id, outcome, started, folder)
+            self._record(result_id, action, outcome, started, folder)
             self.enforce_quota()
 
     def _spare_runners(self) -> None:
@@ -429,6 +429,7 @@ class Scheduler:
     def _record(
         self,
         result_id: int,
+        action: str,
         outcome: RunResult | RunError,
         started: datetime.datetime | None,
         folder: Path,
@@ -445,6 +446,16 @@ class Scheduler:
                 result.started = started
             result.finished = utc_now()
             result.status = "fail" if failed else "success"
+            metrics.count(db, metrics.TASKS, action=action, status=result.status)
+            metrics.observe(
+                db,
+                metrics.TASK_DURATION,
+                (result.finished - result.started).total_seconds(),
+                action=action,
+            )
+            metrics.count(db, metrics.RECORDINGS, len(recordings), action=action)
+            if not failed:
+                metrics.count(db, metrics.OVERFLOWS, outcome.overflows, action=action)
             result.detail = str(outcome) if failed else ""
             self._keep_only(folder, recordings)
             add_recordings(result, recordings, self.settings.data_dir)

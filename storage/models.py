@@ -257,3 +257,15 @@ class SchedulerState(Base):
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_failure: Mapped[str | None] = mapped_column(Text)
     sigan_error: Mapped[str | None] = mapped_column(Text)
+
+
+class MetricCounter(Base):
+    """One monotonic counter of ``/metrics`` (``storage/metrics.py``): kept apart from
+    the results it counts, so deleting entries or data never makes it go down."""
+
+    __tablename__ = "metric_counters"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # The label values as compact JSON with sorted keys; "{}" for none.
+    labels: Mapped[str] = mapped_column(String(500), primary_key=True)
+    value: Mapped[float] = mapped_column(Float, default=0.0)

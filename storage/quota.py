@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from . import metrics
 from .database import Database
 from .models import Acquisition
 
@@ -38,17 +39,19 @@ def enforce(
     total, used, _free = usage(database.data_dir)
     while used > total * max_percent / 100:
         excess = used - total * max_percent / 100
-        freed = 0
+        freed = batch = 0
         with database.session() as db:
             oldest = db.scalars(
                 select(Acquisition).order_by(Acquisition.created, Acquisition.id).limit(BATCH)
             )
             for acquisition in oldest:
                 db.delete(acquisition)
-                deleted += 1
+                batch += 1
                 freed += acquisition.data_size
                 if freed >= excess:
                     break
+            metrics.count(db, metrics.QUOTA_DELETIONS, batch)
+        deleted += batch
         if not freed:
             break
         total, used, _free = usage(database.data_dir)

@@ -20,7 +20,7 @@ from ..acquire import Catalog
 from ..settings import Settings
 from ..storage.database import Database
 from ..storage.models import Location, utc_now
-from . import capabilities, root, schedule, status, tasks, users
+from . import capabilities, metrics, root, schedule, status, tasks, users
 from .auth import SECURITY
 from .common import SensorApp, close_session
 
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         schedule.ns,
         tasks.ns,
         users.ns,
+        metrics.ns,
     ):
         api.add_namespace(namespace)
     app.register_blueprint(blueprint)

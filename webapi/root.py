@@ -16,6 +16,7 @@ LINKS = {
     "completed_tasks": "completed_tasks",
     "users": "users",
     "me": "me",
+    "metrics": "metrics",
     "docs": "doc",
     "swagger": "specs",
 }

@@ -874,6 +874,7 @@ def test_root_links_resolve(api):
         "completed_tasks",
         "users",
         "me",
+        "metrics",
         "docs",
         "swagger",
     }
