@@ -1,7 +1,9 @@
 """The ``gr-scos`` command line."""
 
 import argparse
+import datetime
 import functools
+import json
 import logging
 import math
 import os
@@ -13,6 +15,7 @@ from gnuradio.scos.calibration import CalibrationError
 from gnuradio.scos.sigan_source import probe
 from gnuradio.scos.windows import WINDOW_NAMES
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__, logs, selftest, service
@@ -24,7 +27,14 @@ from .scheduler.scheduler import Scheduler
 from .settings import SETTINGS_FILE_ENV, Settings, example_file
 from .storage import users
 from .storage.database import Database
-from .storage.models import ScheduleEntry, User
+from .storage.health import DiskUsage, health, scheduler_state
+from .storage.models import (
+    Notification,
+    ScheduleEntry,
+    TaskResult,
+    User,
+    format_utc,
+)
 
 logger = logging.getLogger("grscos")
 SERVICES = ("run", "scheduler")  # commands that log at SCOS_LOG_LEVEL
@@ -173,6 +183,171 @@ def _db(arguments: argparse.Namespace) -> int:
     else:
         print(f"database {database.engine.url!r} upgraded from {before or 'empty'} to {after}")
     return 0
+
+
+def _open_migrated(settings: Settings) -> Database:
+    """The sensor's database, which must exist at the latest revision: ``status`` only
+    reads, so it neither creates nor migrates it (nor leaves an empty SQLite file)."""
+    upgrade = "run `gr-scos db upgrade` to create or migrate it"
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not Path(url.database).is_file():
+            raise ValueError(f"there is no database {url.database}: {upgrade}")
+    database = Database(settings.database_url, settings.data_dir)
+    try:
+        current, head = database.revisions()
+        if current != head:
+            raise ValueError(
+                f"database {database.engine.url!r} is at revision {current or 'none (empty)'}, "
+                f"not the latest {head}: {upgrade}"
+            )
+    except Exception:
+        database.dispose()
+        raise
+    return database
+
+
+def _measured_dir(path: Path) -> Path:
+    """``path``, or its nearest existing parent (the data directory is made when the
+    sensor first runs): the filesystem the data is or will be on."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _utc_text(value) -> str | None:
+    """A configured time (text) as the API writes times; the text itself if unreadable."""
+    if not value:
+        return None
+    try:
+        return format_utc(datetime.datetime.fromisoformat(str(value)))
+    except ValueError:
+        return str(value)
+
+
+def _status_facts(settings: Settings, database: Database) -> dict:
+    config = settings.config()
+    disk = DiskUsage.measure(_measured_dir(settings.data_dir), settings.max_disk_usage)
+    with database.sessions() as db:
+        current = health(db, disk)
+        _, state = scheduler_state(db)
+        alive = state if current.scheduler != "dead" else None
+        entries = db.scalar(select(func.count(ScheduleEntry.id)))
+        active = db.scalar(
+            select(func.count(ScheduleEntry.id)).where(ScheduleEntry.is_active.is_(True))
+        )
+        following = db.execute(
+            select(ScheduleEntry.id, ScheduleEntry.next_task_id, ScheduleEntry.next_task_time)
+            .where(ScheduleEntry.is_active.is_(True), ScheduleEntry.next_task_time.is_not(None))
+            .order_by(ScheduleEntry.next_task_time, ScheduleEntry.priority, ScheduleEntry.id)
+            .limit(1)
+        ).first()
+        tasks = dict(
+            db.execute(select(TaskResult.status, func.count()).group_by(TaskResult.status)).all()
+        )
+        last = db.execute(
+            select(
+                TaskResult.schedule_entry_id,
+                TaskResult.task_id,
+                TaskResult.status,
+                TaskResult.finished,
+            )
+            .where(TaskResult.finished.is_not(None))
+            .order_by(TaskResult.finished.desc(), TaskResult.id.desc())
+            .limit(1)
+        ).first()
+        notifications = dict(
+            db.execute(select(Notification.state, func.count()).group_by(Notification.state)).all()
+        )
+    upcoming = None
+    if following is not None:
+        upcoming = {
+            "schedule_id": following.id,
+            "task_id": following.next_task_id,
+            "time": format_utc(following.next_task_time),
+        }
+    finished = None
+    if last is not None:
+        finished = {
+            "schedule_id": last.schedule_entry_id,
+            "task_id": last.task_id,
+            "status": last.status,
+            "finished": format_utc(last.finished),
+        }
+    return {
+        "sensor_id": config.sensor_id or None,
+        "scheduler": current.scheduler,
+        "pid": alive.pid if alive else None,
+        "scheduler_started": format_utc(alive.started) if alive else None,
+        "healthy": current.healthy,
+        "problems": current.problems,
+        "disk_usage": current.disk.as_dict(),
+        "calibration_datetime": _utc_text(config.calibration.calibration_datetime),
+        "schedule": {
+            "entries": entries,
+            "active": active,
+            "next": upcoming,
+        },
+        "tasks": {
+            "success": tasks.get("success", 0),
+            "fail": tasks.get("fail", 0),
+            "in_progress": tasks.get("in-progress", 0),
+            "last": finished,
+        },
+        "notifications": {
+            "pending": notifications.get("pending", 0),
+            "failed": notifications.get("failed", 0),
+            "delivered": notifications.get("delivered", 0),
+        },
+    }
+
+
+def _status_lines(facts: dict) -> list[str]:
+    scheduler = facts["scheduler"]
+    if facts["pid"] is not None:
+        scheduler += f" (pid {facts['pid']}, started {facts['scheduler_started']})"
+    disk = facts["disk_usage"]
+    schedule, tasks, notes = facts["schedule"], facts["tasks"], facts["notifications"]
+    upcoming = schedule["next"]
+    last = tasks["last"]
+    return [
+        f"sensor: {facts['sensor_id'] or 'none (no sensor_spec id)'}",
+        f"scheduler: {scheduler}",
+        f"healthy: {'yes' if facts['healthy'] else 'no'}",
+        *(f"problem: {problem}" for problem in facts["problems"]),
+        f"disk: {disk['percent']:.1f}% used of {disk['total_bytes'] / 2**30:.1f} GiB "
+        f"(MAX_DISK_USAGE {disk['max_percent']:g}%)",
+        f"calibration: {facts['calibration_datetime'] or 'none'}",
+        f"schedule: {schedule['active']} active of {schedule['entries']} entries; next: "
+        + (
+            f"{upcoming['schedule_id']} task {upcoming['task_id']} at {upcoming['time']}"
+            if upcoming
+            else "none"
+        ),
+        f"tasks: {tasks['success']} succeeded, {tasks['fail']} failed, "
+        f"{tasks['in_progress']} in progress; last: "
+        + (
+            f"{last['schedule_id']} task {last['task_id']} {last['status']} at {last['finished']}"
+            if last
+            else "none"
+        ),
+        f"notifications: {notes['pending']} pending, {notes['failed']} failed, "
+        f"{notes['delivered']} delivered",
+    ]
+
+
+def _status(arguments: argparse.Namespace) -> int:
+    settings = _settings()
+    database = _open_migrated(settings)
+    try:
+        facts = _status_facts(settings, database)
+    finally:
+        database.dispose()
+    if arguments.json:
+        print(json.dumps(facts, indent=2))
+    else:
+        print("\n".join(_status_lines(facts)))
+    return 0 if facts["healthy"] else 1
 
 
 def _config(arguments: argparse.Namespace) -> int:
@@ -326,6 +501,16 @@ def build_parser() -> argparse.ArgumentParser:
         "this at start-up too)",
     )
     database.set_defaults(handler=_db)
+
+    status_help = (
+        "show the sensor's status from its database, as GET /api/v1/status does (no "
+        "running API needed); exit status 0 when healthy, 1 when not, 2 on an error "
+        "(bad settings; a database that is unreachable, missing or not migrated: "
+        "run gr-scos db upgrade)"
+    )
+    status = commands.add_parser("status", help=status_help, description=status_help)
+    status.add_argument("--json", action="store_true", help="one JSON object of the same facts")
+    status.set_defaults(handler=_status)
 
     configuration = commands.add_parser("config", help="the sensor's settings and configuration")
     config_commands = configuration.add_subparsers(dest="config_command", required=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -67,6 +68,12 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+def _alembic_config() -> AlembicConfig:
+    alembic = AlembicConfig()
+    alembic.set_main_option("script_location", str(MIGRATIONS))
+    return alembic
+
+
 class Database:
     """One database: its engine, sessions, migrations and the data directory whose
     files its acquisitions own."""
@@ -100,11 +107,17 @@ class Database:
         (revision before, revision after); None for an empty database."""
         with self._migration_lock(), self.engine.begin() as connection:
             before = MigrationContext.configure(connection).get_current_revision()
-            alembic = AlembicConfig()
-            alembic.set_main_option("script_location", str(MIGRATIONS))
+            alembic = _alembic_config()
             alembic.attributes["connection"] = connection
             command.upgrade(alembic, "head")
             return before, MigrationContext.configure(connection).get_current_revision()
+
+    def revisions(self) -> tuple[str | None, str]:
+        """(the database's revision, the newest migration's), changing nothing; the
+        first is None for an empty database."""
+        with self.engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+        return current, ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:

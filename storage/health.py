@@ -26,7 +26,8 @@ class DiskUsage:
 
     @property
     def percent(self) -> float:
-        return round(100 * self.used_bytes / self.total_bytes, 2)
+        """Used, of what the sensor may use (as df shows it: root's reserve excluded)."""
+        return round(100 * self.used_bytes / (self.used_bytes + self.free_bytes), 2)
 
     @classmethod
     def measure(

@@ -5,7 +5,6 @@ import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import select
 
@@ -25,20 +24,17 @@ class QuotaResult:
     within: bool  # below the quota afterwards
 
 
-def used_percent(path: Path, usage: Callable = shutil.disk_usage) -> float:
-    total, used, _free = usage(path)
-    return 100.0 * used / total
-
-
 def enforce(
     database: Database, max_percent: float, usage: Callable = shutil.disk_usage
 ) -> QuotaResult:
     """Delete the oldest acquisitions (their files go at each commit), as few as make
     the data filesystem fall below ``max_percent``, or all when that is not enough."""
     deleted = 0
-    total, used, _free = usage(database.data_dir)
-    while used > total * max_percent / 100:
-        excess = used - total * max_percent / 100
+    _total, used, free = usage(database.data_dir)
+    # As df counts: of the space the sensor may use, so root's reserved blocks are not free.
+    usable = used + free
+    while used > usable * max_percent / 100:
+        excess = used - usable * max_percent / 100
         freed = batch = 0
         with database.session() as db:
             oldest = db.scalars(
@@ -54,8 +50,9 @@ def enforce(
         deleted += batch
         if not freed:
             break
-        total, used, _free = usage(database.data_dir)
-    percent = 100.0 * used / total
+        _total, used, free = usage(database.data_dir)
+        usable = used + free
+    percent = 100.0 * used / usable
     if deleted:
         logger.warning(
             "disk quota: deleted the %d oldest acquisition(s); the data filesystem is %.1f%% full "

@@ -29,7 +29,10 @@ disk_model = ns.model(
         "total_bytes": fields.Integer(required=True),
         "used_bytes": fields.Integer(required=True),
         "free_bytes": fields.Integer(required=True),
-        "percent": fields.Float(required=True, description="of the data directory's filesystem"),
+        "percent": fields.Float(
+            required=True,
+            description="of the data filesystem's space the sensor may use, as df shows it",
+        ),
         "max_percent": fields.Float(
             required=True, description="MAX_DISK_USAGE: above it the oldest data is deleted"
         ),

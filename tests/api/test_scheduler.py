@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,10 +215,10 @@ class InThread:
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
-    def start(self, warm: bool = True) -> "InThread":
+    def start(self, warm: bool = True, device: str = "sim") -> "InThread":
         """Start; with ``warm`` (only while nothing is due) also wait until the
         pre-spawned runner is ready, so that task timings do not include its start."""
-        self.scheduler = Scheduler(self.api.settings, device="sim")
+        self.scheduler = Scheduler(self.api.settings, device=device)
 
         def serve() -> None:
             try:
@@ -315,13 +316,14 @@ def api_config(tmp_path_factory) -> Path:
 @pytest.fixture
 def in_thread(api) -> Iterator[Callable[..., InThread]]:
     """Start a scheduler in a thread (``warm=False``: without waiting for its
-    runner); stopped at the end of the test."""
+    runner; ``device``: another signal analyzer than sim); stopped at the end of
+    the test."""
     started: list[InThread] = []
 
-    def start(warm: bool = True) -> InThread:
+    def start(warm: bool = True, device: str = "sim") -> InThread:
         scheduler = InThread(api)
         started.append(scheduler)
-        return scheduler.start(warm)
+        return scheduler.start(warm, device)
 
     yield start
     for scheduler in started:
@@ -565,6 +567,44 @@ def test_failures_in_a_row_make_the_sensor_unhealthy_then_stop_the_scheduler(api
     tasks = results(api, entry["id"])
     assert [t["status"] for t in tasks[-3:]] == ["fail"] * 3, tasks
     assert scheduler_status(api) == "dead"
+
+
+def test_a_signal_analyzer_that_cannot_be_opened_is_a_problem_until_a_task_succeeds(
+    api, in_thread, recordings, tmp_path
+):
+    """The scheduler probes its device at start-up; one it cannot open makes the
+    sensor unhealthy, but the scheduler runs on (a device may come back), and the
+    first task that succeeds on it clears the problem."""
+    meta = tmp_path / "device" / "recording.sigmf-meta"
+    device = f"replay:{meta}"
+    sensor = in_thread(device=device)
+    healthy, problems = health(api)
+    assert not healthy
+    (problem,) = problems
+    assert problem.startswith(f"signal analyzer {device}: "), problem
+    assert "no such SigMF recording" in problem
+
+    def heartbeat() -> datetime.datetime:
+        with api.database.sessions() as db:
+            return db.scalar(select(SchedulerState.heartbeat))
+
+    beaten = heartbeat()
+    wait_for(
+        lambda: heartbeat() > beaten,
+        2 * scheduler_module.SCHEDULER_HEARTBEAT_SECONDS + 1,
+        "a later heartbeat",
+    )
+    assert scheduler_status(api) == "idle" and sensor.thread.is_alive()
+
+    # The device comes back: a recording the replay can serve acquire_iq from.
+    meta.parent.mkdir()
+    (made,) = recordings["acquire_iq"]
+    for suffix in (".sigmf-meta", ".sigmf-data"):
+        shutil.copy(made.with_suffix(suffix), meta.with_suffix(suffix))
+    entry = api.schedule(name="device back")
+    (task,) = wait_for_results(api, entry["id"], 1, timeout=10)
+    assert task["status"] == "success", task
+    assert health(api) == (True, [])
 
 
 def test_status_follows_the_scheduler(api, in_thread):
