@@ -17,6 +17,7 @@ the calibrated span the nearest edge is used and a warning is logged once.
 """
 
 import bisect
+import datetime
 import logging
 import math
 import re
@@ -60,6 +61,23 @@ class CalibrationError(ValueError):
     """A calibration file or table that cannot be used; the message says where and why."""
 
 
+def _utc_text(source: str, moment) -> str | None:
+    """``calibration_datetime`` as ISO 8601 UTC with ``Z``, as SigMF requires; a time
+    without offset is UTC (YAML may give a datetime or a string)."""
+    if moment is None:
+        return None
+    try:
+        if not isinstance(moment, datetime.datetime):
+            moment = datetime.datetime.fromisoformat(str(moment))
+    except ValueError:
+        raise CalibrationError(
+            f"{source}: calibration_datetime: not an ISO 8601 time: {moment!r}"
+        ) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.UTC).replace(tzinfo=None)
+    return moment.isoformat() + "Z"
+
+
 class CalibrationTable:
     """Calibration points indexed by sample rate, then frequency."""
 
@@ -70,9 +88,7 @@ class CalibrationTable:
         unknown = set(document) - {"calibration_datetime", "reference", "points"}
         if unknown:
             raise CalibrationError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
-        self.calibration_datetime = document.get("calibration_datetime")
-        if self.calibration_datetime is not None:
-            self.calibration_datetime = str(self.calibration_datetime)
+        self.calibration_datetime = _utc_text(source, document.get("calibration_datetime"))
         self.reference = str(document.get("reference", "calibration reference point"))
         points = document.get("points")
         if not isinstance(points, list) or not points:

@@ -1,7 +1,6 @@
 """The ``gr-scos`` command line."""
 
 import argparse
-import datetime
 import functools
 import json
 import logging
@@ -215,16 +214,6 @@ def _measured_dir(path: Path) -> Path:
     return path
 
 
-def _utc_text(value) -> str | None:
-    """A configured time (text) as the API writes times; the text itself if unreadable."""
-    if not value:
-        return None
-    try:
-        return format_utc(datetime.datetime.fromisoformat(str(value)))
-    except ValueError:
-        return str(value)
-
-
 def _status_facts(settings: Settings, database: Database) -> dict:
     config = settings.config()
     disk = DiskUsage.measure(_measured_dir(settings.data_dir), settings.max_disk_usage)
@@ -282,7 +271,7 @@ def _status_facts(settings: Settings, database: Database) -> dict:
         "healthy": current.healthy,
         "problems": current.problems,
         "disk_usage": current.disk.as_dict(),
-        "calibration_datetime": _utc_text(config.calibration.calibration_datetime),
+        "calibration_datetime": config.calibration.calibration_datetime,
         "schedule": {
             "entries": entries,
             "active": active,
@@ -554,6 +543,10 @@ def main(argv: list[str] | None = None) -> int:
             level, log_format = arguments.log_level or settings.log_level, settings.log_format
         logs.configure(level, log_format)
         return arguments.handler(arguments)
+    except BrokenPipeError:
+        # The reader (head, a pager) has gone: stop quietly, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (
         ValueError,
         CalibrationError,

@@ -61,6 +61,25 @@ def table(tmp_path):
     return CalibrationTable.from_file(write(tmp_path, document()))
 
 
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ('"2026-10-01T14:30:00+02:00"', "2026-10-01T12:30:00Z"),
+        ('"2026-10-01T12:30:00"', "2026-10-01T12:30:00Z"),
+        ("2026-10-01T12:30:00.250Z", "2026-10-01T12:30:00.250000Z"),
+    ],
+)
+def test_calibration_datetime_is_kept_in_utc(tmp_path, written, read):
+    text = yaml.safe_dump(document()).replace('"2026-10-01T12:00:00Z"', written)
+    text = text.replace("'2026-10-01T12:00:00Z'", written)
+    assert CalibrationTable.from_file(write(tmp_path, text)).calibration_datetime == read
+
+
+def test_unreadable_calibration_datetime_is_an_error(tmp_path):
+    with pytest.raises(CalibrationError, match="calibration_datetime: not an ISO 8601 time"):
+        CalibrationTable.from_file(write(tmp_path, document() | {"calibration_datetime": "soon"}))
+
+
 def test_metadata_and_exact_points(table):
     assert table.calibration_datetime == "2026-10-01T12:00:00Z"
     assert table.reference == "antenna terminal"

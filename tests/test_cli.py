@@ -289,3 +289,21 @@ def test_status_neither_creates_nor_migrates_the_database(sensor_home, capsys):
     with database.engine.connect() as connection:
         assert MigrationContext.configure(connection).get_current_revision() == previous
     database.dispose()
+
+
+def test_a_reader_that_has_gone_stops_the_command_quietly():
+    """``gr-scos actions | head -1``: no traceback, no error line, status 141 as for
+    other tools killed by SIGPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    try:
+        result = subprocess.run(
+            [*GR_SCOS, "actions"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")
