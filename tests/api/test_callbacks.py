@@ -463,9 +463,11 @@ def test_the_scheduler_queues_a_notification_with_the_result(api, receiver, tmp_
                     )
                 ).all()
             )
-        scheduler._record(ids[succeeded], RunResult(recordings=[]), None, tmp_path / "none")
+        scheduler._record(
+            ids[succeeded], "acquire_iq", RunResult(recordings=[]), None, tmp_path / "none"
+        )
         assert scheduler.notifier._wakeup.is_set()  # woken by the commit
-        scheduler._record(ids[failed], RunError("it broke"), None, tmp_path / "none")
+        scheduler._record(ids[failed], "acquire_iq", RunError("it broke"), None, tmp_path / "none")
         with api.database.sessions() as db:
             rows = db.scalars(select(Notification).order_by(Notification.id)).all()
         assert [(row.state, row.attempts, row.url) for row in rows] == [

@@ -142,7 +142,10 @@ def test_overflows_of_a_task_are_counted_by_action(api):
         )
     folder = api.settings.data_dir / entry["id"] / str(task_id)
     scheduler = Scheduler(api.settings, device="sim")
-    scheduler._record(result_id, "acquire_iq", RunResult(overflows=3), utc_now(), folder)
+    try:
+        scheduler._record(result_id, "acquire_iq", RunResult(overflows=3), utc_now(), folder)
+    finally:
+        scheduler.database.dispose()
     assert value(scrape(api), "scos_overflows_total", action="acquire_iq") == 3
 
 
