@@ -1,7 +1,7 @@
 """Benchmark: the sensor API under gunicorn on loopback.
 
 * ``GET /api/v1/schedule?limit=100`` with 10,000 schedule entries in the database,
-  and ``GET /api/v1/status``, each under 32 concurrent clients (``wrk -c 32 -t 2
+  ``GET /api/v1/status`` and ``GET /api/v1/metrics``, each under 32 concurrent clients (``wrk -c 32 -t 2
   -d 10s --latency``, after a short warm-up): requests/s and p50/p99 latency, on
   SQLite and, when the PostgreSQL binaries are installed, on a throwaway
   PostgreSQL server (``tests.pg_server``);
@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO))  # for tests.pg_server, when run as a script
 GUNICORN = REPO / ".venv" / "bin" / "gunicorn"
 GUNICORN_CONF = "python:grscos.gunicorn_conf"
 APP = "grscos.webapi.wsgi:app"
-ENDPOINTS = ("/api/v1/schedule?limit=100", "/api/v1/status")
+ENDPOINTS = ("/api/v1/schedule?limit=100", "/api/v1/status", "/api/v1/metrics")
 MiB = 1 << 20
 GiB = 1 << 30
 DISK_MARGIN = 512 * MiB
