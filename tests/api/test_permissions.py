@@ -23,6 +23,7 @@ OPERATIONS = [
     ("GET", "/"),
     ("GET", "/status"),
     ("GET", "/capabilities"),
+    ("GET", "/metrics"),
     ("GET", "/schedule"),
     ("POST", "/schedule"),
     ("GET", "/schedule/{schedule_id}"),
