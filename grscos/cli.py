@@ -26,7 +26,7 @@ from .scheduler.scheduler import Scheduler
 from .settings import SETTINGS_FILE_ENV, Settings, example_file
 from .storage import users
 from .storage.database import Database
-from .storage.health import DiskUsage, health, scheduler_state
+from .storage.health import DiskUsage, count_by, health
 from .storage.models import (
     Notification,
     ScheduleEntry,
@@ -219,21 +219,15 @@ def _status_facts(settings: Settings, database: Database) -> dict:
     disk = DiskUsage.measure(_measured_dir(settings.data_dir), settings.max_disk_usage)
     with database.sessions() as db:
         current = health(db, disk)
-        _, state = scheduler_state(db)
-        alive = state if current.scheduler != "dead" else None
-        entries = db.scalar(select(func.count(ScheduleEntry.id)))
-        active = db.scalar(
-            select(func.count(ScheduleEntry.id)).where(ScheduleEntry.is_active.is_(True))
-        )
+        alive = current.state
+        entries = count_by(db, ScheduleEntry.is_active)
         following = db.execute(
             select(ScheduleEntry.id, ScheduleEntry.next_task_id, ScheduleEntry.next_task_time)
             .where(ScheduleEntry.is_active.is_(True), ScheduleEntry.next_task_time.is_not(None))
             .order_by(ScheduleEntry.next_task_time, ScheduleEntry.priority, ScheduleEntry.id)
             .limit(1)
         ).first()
-        tasks = dict(
-            db.execute(select(TaskResult.status, func.count()).group_by(TaskResult.status)).all()
-        )
+        tasks = count_by(db, TaskResult.status)
         last = db.execute(
             select(
                 TaskResult.schedule_entry_id,
@@ -245,9 +239,7 @@ def _status_facts(settings: Settings, database: Database) -> dict:
             .order_by(TaskResult.finished.desc(), TaskResult.id.desc())
             .limit(1)
         ).first()
-        notifications = dict(
-            db.execute(select(Notification.state, func.count()).group_by(Notification.state)).all()
-        )
+        notifications = count_by(db, Notification.state)
     upcoming = None
     if following is not None:
         upcoming = {
@@ -273,8 +265,8 @@ def _status_facts(settings: Settings, database: Database) -> dict:
         "disk_usage": current.disk.as_dict(),
         "calibration_datetime": config.calibration.calibration_datetime,
         "schedule": {
-            "entries": entries,
-            "active": active,
+            "entries": sum(entries.values()),
+            "active": entries.get(True, 0),
             "next": upcoming,
         },
         "tasks": {

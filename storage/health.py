@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .models import SCHEDULER_DEAD_AFTER_SECONDS, SchedulerState, utc_now
@@ -25,9 +25,18 @@ class DiskUsage:
     max_percent: float
 
     @property
+    def usable_bytes(self) -> int:
+        """What the sensor may use, as df counts it: root's reserved blocks are not."""
+        return self.used_bytes + self.free_bytes
+
+    @property
     def percent(self) -> float:
-        """Used, of what the sensor may use (as df shows it: root's reserve excluded)."""
-        return round(100 * self.used_bytes / (self.used_bytes + self.free_bytes), 2)
+        return round(100 * self.used_bytes / self.usable_bytes, 2)
+
+    @property
+    def excess_bytes(self) -> float:
+        """How much must go to be within MAX_DISK_USAGE (0 or less: within)."""
+        return self.used_bytes - self.usable_bytes * self.max_percent / 100
 
     @classmethod
     def measure(
@@ -49,14 +58,28 @@ class DiskUsage:
 @dataclass(frozen=True)
 class Health:
     scheduler: str  # one of SCHEDULER_STATES
-    consecutive_failures: int
-    sigan_error: str | None  # None also when the scheduler is not running
+    state: SchedulerState | None  # the scheduler's row while it lives
     disk: DiskUsage
     problems: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
         return not self.problems
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self.state.consecutive_failures if self.state else 0
+
+    @property
+    def sigan_error(self) -> str | None:
+        """The signal analyzer's problem; None also when the scheduler is not running."""
+        return self.state.sigan_error if self.state else None
+
+
+def count_by(db: Session, column) -> dict:
+    """How many rows have each value of ``column``."""
+    rows = db.execute(select(column, func.count()).group_by(column))
+    return {value: number for value, number in rows}
 
 
 def scheduler_state(db: Session) -> tuple[str, SchedulerState | None]:
@@ -74,15 +97,16 @@ def health(db: Session, disk: DiskUsage) -> Health:
     disk, each problem as one sentence."""
     scheduler, state = scheduler_state(db)
     problems = []
-    failures, sigan_error = 0, None
     if state is None:
         problems.append("the scheduler is not running")
     else:
-        failures, sigan_error = state.consecutive_failures, state.sigan_error
-        if failures:
-            problems.append(f"{failures} task(s) in a row failed; the last: {state.last_failure}")
-        if sigan_error:
-            problems.append(sigan_error)
+        if state.consecutive_failures:
+            problems.append(
+                f"{state.consecutive_failures} task(s) in a row failed; the last: "
+                f"{state.last_failure}"
+            )
+        if state.sigan_error:
+            problems.append(state.sigan_error)
     if disk.percent >= disk.max_percent:
         problems.append(f"disk usage {disk.percent}% is at or above {disk.max_percent}%")
-    return Health(scheduler, failures, sigan_error, disk, problems)
+    return Health(scheduler, state, disk, problems)

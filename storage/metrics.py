@@ -34,6 +34,11 @@ class Metric:
     def is_histogram(self) -> bool:
         return bool(self.buckets)
 
+    @property
+    def bounds(self) -> list[str]:
+        """The buckets' ``le`` labels, +Inf last."""
+        return [str(float(bound)) for bound in self.buckets] + [INFINITY]
+
 
 TASKS = Metric("scos_tasks", "Tasks finished, by action and status.", ("action", "status"))
 TASK_DURATION = Metric(
@@ -111,8 +116,7 @@ def observe(db: Session, metric: Metric, value: float, **labels: object) -> None
     if not metric.is_histogram:
         raise ValueError(f"{metric.name} is a counter: count() it")
     values = _labels(metric, labels)
-    index = bisect.bisect_left(metric.buckets, value)
-    bound = INFINITY if index == len(metric.buckets) else str(float(metric.buckets[index]))
+    bound = metric.bounds[bisect.bisect_left(metric.buckets, value)]
     _add(db, metric.name, values | {"le": bound}, 1)
     _add(db, metric.name + _SUM, values, value)
 
@@ -123,10 +127,6 @@ class Histogram:
 
     buckets: list[tuple[str, float]]
     sum: float
-
-    @property
-    def count(self) -> float:
-        return self.buckets[-1][1]
 
 
 def read(db: Session) -> dict[Metric, list[tuple[dict[str, str], float | Histogram]]]:
@@ -143,12 +143,11 @@ def read(db: Session) -> dict[Metric, list[tuple[dict[str, str], float | Histogr
             samples[metric] = [(json.loads(key), value) for key, value in sorted(counted.items())]
             continue
         sums = rows.get(metric.name + _SUM, {})
-        bounds = [str(float(bound)) for bound in metric.buckets] + [INFINITY]
         histograms = []
         for key, total in sorted(sums.items()):
             labels = json.loads(key)
             cumulative, buckets = 0.0, []
-            for bound in bounds:
+            for bound in metric.bounds:
                 cumulative += counted.get(_key(labels | {"le": bound}), 0.0)
                 buckets.append((bound, cumulative))
             histograms.append((labels, Histogram(buckets, total)))

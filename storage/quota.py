@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from . import metrics
 from .database import Database
+from .health import DiskUsage
 from .models import Acquisition
 
 logger = logging.getLogger(__name__)
@@ -30,11 +31,8 @@ def enforce(
     """Delete the oldest acquisitions (their files go at each commit), as few as make
     the data filesystem fall below ``max_percent``, or all when that is not enough."""
     deleted = 0
-    _total, used, free = usage(database.data_dir)
-    # As df counts: of the space the sensor may use, so root's reserved blocks are not free.
-    usable = used + free
-    while used > usable * max_percent / 100:
-        excess = used - usable * max_percent / 100
+    disk = DiskUsage.measure(database.data_dir, max_percent, usage)
+    while disk.excess_bytes > 0:
         freed = batch = 0
         with database.session() as db:
             oldest = db.scalars(
@@ -44,21 +42,19 @@ def enforce(
                 db.delete(acquisition)
                 batch += 1
                 freed += acquisition.data_size
-                if freed >= excess:
+                if freed >= disk.excess_bytes:
                     break
             metrics.count(db, metrics.QUOTA_DELETIONS, batch)
         deleted += batch
         if not freed:
             break
-        _total, used, free = usage(database.data_dir)
-        usable = used + free
-    percent = 100.0 * used / usable
+        disk = DiskUsage.measure(database.data_dir, max_percent, usage)
     if deleted:
         logger.warning(
             "disk quota: deleted the %d oldest acquisition(s); the data filesystem is %.1f%% full "
             "(MAX_DISK_USAGE %g%%)",
             deleted,
-            percent,
+            disk.percent,
             max_percent,
         )
-    return QuotaResult(percent, deleted, percent <= max_percent)
+    return QuotaResult(disk.percent, deleted, disk.excess_bytes <= 0)

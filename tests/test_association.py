@@ -11,6 +11,7 @@ from grscos.scheduler.association import Associator
 from grscos.scheduler.scheduler import Scheduler
 from grscos.settings import Settings, SettingsError
 from tests.api.callback_receiver import Receiver
+from tests.waiting import wait_for
 
 BACKOFF = 0.1  # seconds, the associator's backoff in these tests
 
@@ -23,14 +24,6 @@ def settings_for(tmp_path: Path, manager: str, **extra) -> Settings:
         manager_url=manager,
         **extra,
     )
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
-        time.sleep(0.02)
-    return value
 
 
 @pytest.fixture

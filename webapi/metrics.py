@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from .. import __version__
 from ..storage import metrics
-from ..storage.health import SCHEDULER_STATES, Health
+from ..storage.health import SCHEDULER_STATES, Health, count_by
 from ..storage.models import Acquisition, Notification, ScheduleEntry
 from .auth import AuthenticatedResource
 from .common import error_model, sensor_app, session
@@ -35,15 +35,14 @@ error = error_model(ns)
 def _counters() -> list[Metric]:
     families: list[Metric] = []
     for metric, samples in metrics.read(session()).items():
-        if metric.is_histogram:
-            family = HistogramMetricFamily(metric.name, metric.help, labels=metric.labels)
-            for labels, histogram in samples:
-                values = [labels[name] for name in metric.labels]
-                family.add_metric(values, histogram.buckets, histogram.sum)
-        else:
-            family = CounterMetricFamily(metric.name, metric.help, labels=metric.labels)
-            for labels, value in samples:
-                family.add_metric([labels[name] for name in metric.labels], value)
+        kind = HistogramMetricFamily if metric.is_histogram else CounterMetricFamily
+        family = kind(metric.name, metric.help, labels=metric.labels)
+        for labels, value in samples:
+            values = [labels[name] for name in metric.labels]
+            if metric.is_histogram:
+                family.add_metric(values, value.buckets, value.sum)
+            else:
+                family.add_metric(values, value)
         families.append(family)
     return families
 
@@ -69,18 +68,13 @@ def _gauges(health: Health) -> list[Metric]:
     entries = GaugeMetricFamily(
         "scos_schedule_entries", "Schedule entries, active or not.", labels=["active"]
     )
-    counted = {
-        active: number
-        for active, number in db.execute(
-            select(ScheduleEntry.is_active, func.count()).group_by(ScheduleEntry.is_active)
-        )
-    }
+    counted = count_by(db, ScheduleEntry.is_active)
     for active in (True, False):
         entries.add_metric([str(active).lower()], counted.get(active, 0))
     recordings, stored_bytes = db.execute(
         select(func.count(Acquisition.id), func.coalesce(func.sum(Acquisition.data_size), 0))
     ).one()
-    pending = db.scalar(select(func.count()).where(Notification.state == "pending"))
+    pending = count_by(db, Notification.state).get("pending", 0)
     disk = health.disk
     return [
         info,

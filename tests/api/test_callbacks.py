@@ -35,6 +35,7 @@ from grscos.storage.database import Database
 from grscos.storage.models import Notification, ScheduleEntry, TaskResult
 from tests.api.callback_receiver import Receiver
 from tests.api.conftest import Api, make_api
+from tests.waiting import wait_for
 
 SCHEDULE = "/api/v1/schedule"
 BASE, CAP = 0.1, 0.4  # the notifier's backoff in these tests, seconds
@@ -147,17 +148,6 @@ def notifiers(api) -> Iterator[Callable[..., Notifier]]:
     yield make
     for notifier in made:
         notifier.stop()
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 15.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {condition}")
-        time.sleep(0.02)
 
 
 def queue(api: Api, notifier: Notifier, schedule_id: str, task_id: int) -> None:

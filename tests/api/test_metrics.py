@@ -17,9 +17,10 @@ from grscos.storage import metrics, quota
 from grscos.storage.models import TaskResult, utc_now
 from tests.api import test_callbacks, test_scheduler
 from tests.api.conftest import Api
-from tests.api.test_callbacks import queue, wait_for
+from tests.api.test_callbacks import queue
 from tests.api.test_scheduler import wait_for_results
 from tests.test_quota import SmallDisk, add_recordings
+from tests.waiting import wait_for
 
 METRICS = "/api/v1/metrics"
 # Fixtures shared with the scheduler's and the notifier's tests.

@@ -40,10 +40,10 @@ from grscos.storage.models import SchedulerState, utc_now
 from tests.api.callback_receiver import Receiver
 from tests.api.conftest import DEFAULT_ACTIONS, Api
 from tests.test_acquire import OWNER_FLOWGRAPH, write_config
+from tests.waiting import wait_for
 
 SCHEDULE = "/api/v1/schedule"
 STATUS = "/api/v1/status"
-POLL_SECONDS = 0.05
 # Seconds a task may start after its time (never before). Generous: a loaded 2-CPU
 # CI machine adds hundreds of ms; start-time accuracy is measured by make bench.
 START_TOLERANCE = 0.9
@@ -64,21 +64,6 @@ TEST_ACTIONS = DEFAULT_ACTIONS.read_text() + (
 
 
 # --- waiting and reading through the API -------------------------------------------------
-
-
-def wait_for(
-    condition: Callable[[], object], timeout: float, what: str | Callable[[], str]
-) -> object:
-    """``condition()``'s first truthy value, polled every 50 ms; fails after
-    ``timeout`` seconds with ``what`` (or what it returns: the state seen)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what() if callable(what) else what}")
-        time.sleep(POLL_SECONDS)
 
 
 def parse(text: str) -> datetime.datetime:
