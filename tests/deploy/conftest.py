@@ -84,22 +84,26 @@ def start_sensor(home: Path, **environment: str) -> RunningSensor:
     assert "created the user admin" in process.stdout.readline()
     token = process.stdout.readline().strip()
     running = RunningSensor(process, home, port, token, env)
-    _wait_until_answering(running)
+    try:
+        wait_until_answering(running.url, running.headers, process)
+    except RuntimeError:
+        running.stop()
+        raise
     return running
 
 
-def _wait_until_answering(running: RunningSensor) -> None:
-    """The banner comes once the port is open; the workers answer a few seconds later."""
+def wait_until_answering(url: str, headers: dict[str, str], process: subprocess.Popen) -> None:
+    """The banner comes once the port is open; the workers answer ``GET url/status``
+    a few seconds later. RuntimeError if not within ANSWER_TIMEOUT or ``process`` ends."""
     deadline = time.monotonic() + ANSWER_TIMEOUT
     while True:
         try:
-            if requests.get(f"{running.url}/status", headers=running.headers, timeout=5).ok:
+            if requests.get(f"{url}/status", headers=headers, timeout=5).ok:
                 return
         except requests.RequestException:
             pass
-        if time.monotonic() > deadline or running.process.poll() is not None:
-            running.stop()
-            raise RuntimeError(f"gr-scos run did not answer within {ANSWER_TIMEOUT:g} s")
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"{url} did not answer GET /status within {ANSWER_TIMEOUT:g} s")
         time.sleep(0.2)
 
 

@@ -70,10 +70,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
-from .conftest import REPO, free_port
+from .conftest import REPO, free_port, wait_until_answering
 
 README = REPO / "README.md"
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -870,23 +869,6 @@ def _wait_for_token(make: subprocess.Popen, log: Path, port: int) -> str:
     raise AssertionError(f"make run printed no banner on port {port}:\n{log.read_text()}")
 
 
-def _wait_until_answering(make: subprocess.Popen, port: int, token: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline and make.poll() is None:
-        try:
-            status = requests.get(
-                f"http://127.0.0.1:{port}/api/v1/status",
-                headers={"Authorization": f"Token {token}"},
-                timeout=5,
-            )
-            if status.status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("make run's API did not answer GET /status with 200")
-
-
 def _stop_session(make: subprocess.Popen) -> list[int]:
     """SIGTERM to make run's process group, SIGKILL if that is not enough; returns the
     processes of its session that had to be killed one by one afterwards."""
@@ -932,7 +914,9 @@ def tour(tmp_path_factory) -> Iterator[Tour]:
     running = None
     try:
         token = _wait_for_token(make, log, port)
-        _wait_until_answering(make, port, token)
+        wait_until_answering(
+            f"http://127.0.0.1:{port}/api/v1", {"Authorization": f"Token {token}"}, make
+        )
         running = Tour(workdir, scratch, make, log, port, token, env, git_before)
         yield running
     finally:
