@@ -16,17 +16,40 @@ become ``fail`` ("interrupted: sensor restarted") at start-up.
 While it runs, the scheduler keeps its heartbeat row current (``/status`` shows
 ``idle``, ``running`` or, without heartbeats, ``dead``) and stops the task when its
 entry is deleted or the sensor shuts down.
+
+Left alone for months, it never ends on one bad event:
+
+* a task's own failure (its flowgraph, its runner, a data directory that cannot be
+  written, a full disk) fails that task, with a detail naming the cause, and counts
+  toward ``SCOS_MAX_CONSECUTIVE_FAILURES``;
+* a database that cannot be reached (a restart, a failover, SQLite locked past its
+  busy timeout) is retried with a backoff for as long as it lasts; a finished task's
+  outcome waits in the journal (``journal.py``) and is recorded once the database is
+  back, or at the next start; ``/status`` says since when the database is unreachable
+  (``storage/outage.py``);
+* any other exception in the loop is logged with its traceback and the loop goes on
+  after a backoff; only ``MAX_UNEXPECTED_ERRORS`` of them in a row end the scheduler,
+  with status 3, for systemd to restart it.
+
+One scheduler runs per ``SCOS_HOME``: it holds a lock there, and a second one
+refuses to start (:class:`SchedulerBusyError`).
+
+Time comes from a :class:`Clock` and runners from a :class:`RunnerPool`, so that
+tests can drive the scheduling rules with a clock they move by hand.
 """
 
 import collections
+import dataclasses
 import datetime
+import fcntl
 import logging
 import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from gnuradio.scos.sigan_source import SiganError, probe
 from sqlalchemy import select, update
@@ -44,11 +67,14 @@ from ..storage.models import (
     format_utc,
     utc_now,
 )
+from ..storage.outage import OutageRecord, describe, unreachable
 from ..storage.results import add_recordings
 from . import protocol, series
 from .association import Associator
 from .callbacks import Notifier
-from .supervisor import RunError, RunnerProcess, RunResult
+from .journal import Finished, Journal
+from .pool import RunnerPool
+from .supervisor import RunError, RunResult
 from .wake import WakeListener, wake
 
 logger = logging.getLogger(__name__)
@@ -65,15 +91,61 @@ STOP_CHECK_SECONDS = 0.5  # how often a running task's entry is checked for dele
 MIN_LEAD_SECONDS = 0.5
 MAX_LEAD_SECONDS = 30.0
 BUILDS_REMEMBERED = 20
-# Runners kept importing or ready: two, so that a task shorter than one runner's
-# import (~0.25 s) still finds the next one ready.
-SPARE_RUNNERS = 2
+# Retries: 1 s, 2 s, 4 s ... at most this long between attempts to reach the database
+# (an outage may last hours: keep trying), or after an unexpected error in the loop.
+DATABASE_RETRY_CAP_SECONDS = 30.0
+ERROR_RETRY_CAP_SECONDS = 60.0
+# Unexpected errors in a row (no step of the loop succeeding between them) after which
+# the scheduler exits with TOO_MANY_FAILURES_STATUS: a fresh process may not have
+# whatever state keeps failing. About five minutes of retrying with the backoff above.
+MAX_UNEXPECTED_ERRORS = 10
+# The data folder of a task id the database does not know (a lost database write) is
+# never written over: its id is skipped, at most this many in a row.
+MAX_SKIPPED_TASK_IDS = 1000
+LOCK_FILE = "scheduler.lock"
 
 
-@dataclass(frozen=True)
+class SchedulerBusyError(RuntimeError):
+    """Another scheduler runs on this ``SCOS_HOME``; the message names its pid."""
+
+
+class Clock:
+    """The scheduler's time: UTC now, a monotonic clock, and sleeping until a time
+    passes or the scheduler is woken."""
+
+    def now(self) -> datetime.datetime:
+        return utc_now()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, wake_listener: WakeListener, seconds: float) -> bool:
+        """Sleep ``seconds`` (0: only look); True if woken (the schedule changed)."""
+        return wake_listener.wait(max(seconds, 0.0))
+
+
+def backoff(attempt: int, cap: float) -> float:
+    """Seconds before retry number ``attempt`` (1, 2, ...): 1, 2, 4, ... at most ``cap``."""
+    return min(cap, 2.0 ** max(attempt - 1, 0))
+
+
+@dataclasses.dataclass(frozen=True)
 class Due:
     schedule_id: str
     time: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A task taken from its entry: its result committed in progress, about to run."""
+
+    result_id: int
+    schedule_id: str
+    task_id: int
+    action: str
+    time: datetime.datetime  # its task time (the latest, when missed ones collapsed)
+    entry_metadata: dict
+    folder: Path
 
 
 def schedule_entry_metadata(entry: ScheduleEntry) -> dict:
@@ -116,18 +188,36 @@ def collapse(
     return due + skipped * step, skipped
 
 
-class Scheduler:
-    """The scheduler of the sensor that ``settings`` describe."""
+def not_writable(data_dir: Path, error: OSError) -> str:
+    """A task's failure detail for a data directory it cannot write."""
+    where = f" ({error.filename})" if error.filename else ""
+    return f"the data directory {data_dir} cannot be written: {error.strerror or error}{where}"
 
-    def __init__(self, settings: Settings, device: str | None = None):
+
+class Scheduler:
+    """The scheduler of the sensor that ``settings`` describe. ``clock``, ``runners``
+    and ``database`` replace the real ones (tests)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        device: str | None = None,
+        *,
+        clock: Clock | None = None,
+        runners: RunnerPool | None = None,
+        database: Database | None = None,
+    ):
         self.settings = settings
         self.config = settings.config()
         self.catalog = Catalog.load(self.config)
-        self.database = Database(settings.database_url, settings.data_dir)
+        self.database = database or Database(settings.database_url, settings.data_dir)
         self.device = device or settings.sigan
+        self.clock = clock or Clock()
         self.socket_dir = settings.home / "run"
+        self.runners = runners or RunnerPool(self.socket_dir)
+        self.journal = Journal(settings.home)
+        self.outage = OutageRecord(settings.home)
         self.stopping = threading.Event()
-        self.spares: collections.deque[RunnerProcess] = collections.deque()
         self.wake: WakeListener | None = None
         # Acquisition notifications, delivered from a thread of their own (callbacks.py).
         self.notifier = Notifier(self.database, settings, self.config.sensor_id)
@@ -135,8 +225,10 @@ class Scheduler:
         self.associator = (
             Associator(settings, self.config.sensor_id) if settings.manager_url else None
         )
+        self._lock: IO | None = None
+        self._serving = False  # the runners and threads are started
         self._state = ""
-        self._beaten = 0.0
+        self._beaten = float("-inf")
         self._builds: collections.deque[float] = collections.deque(maxlen=BUILDS_REMEMBERED)
         self.consecutive_failures = 0
         self.exit_status = 0
@@ -146,38 +238,140 @@ class Scheduler:
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        self.database.upgrade()
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        """Take the lock of ``SCOS_HOME``, then open the database (waiting for it while
+        it is unreachable), record what the journal holds, fail what a crash left in
+        progress, and start the runners and the outgoing HTTP threads."""
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self.wake = WakeListener(self.settings.home)
+        try:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # its tasks fail, naming it, until it can be written
+            logger.error("%s", not_writable(self.settings.data_dir, error))
+        sigan_error = self._probe_sigan()
+        if not self._retry_database(lambda: self._open(sigan_error)):
+            return  # stopped while waiting for the database
+        self.runners.fill()
+        self.notifier.start()
+        if self.associator is not None:
+            self.associator.start()
+        self._serving = True
+        logger.info("scheduler started (pid %d, device %s)", os.getpid(), self.device)
+
+    def _take_lock(self) -> None:
+        """One scheduler per ``SCOS_HOME``: two would run every task twice. The lock
+        goes with the process, however it ends."""
+        path = self.settings.home / LOCK_FILE
+        lock = path.open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            lock.close()
+            raise SchedulerBusyError(
+                f"another scheduler (pid {holder}) runs the sensor in {self.settings.home}"
+            ) from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+
+    def _open(self, sigan_error: str | None) -> None:
+        self.database.upgrade()
+        self._record_journal(at_start=True)
         self._recover()
         with self.database.session() as db:
             state = db.get(SchedulerState, 1)
-            now = utc_now()
+            now = self.clock.now()
             if state is None:
                 state = SchedulerState(id=1)
                 db.add(state)
             state.pid, state.state, state.started, state.heartbeat = os.getpid(), "idle", now, now
             state.consecutive_failures, state.last_failure = 0, None
-            state.sigan_error = self._probe_sigan()
-        self._state = "idle"
-        self._spare_runners()
-        self.notifier.start()
-        if self.associator is not None:
-            self.associator.start()
-        logger.info("scheduler started (pid %d, device %s)", os.getpid(), self.device)
+            state.sigan_error = sigan_error
+        self._state, self._beaten = "idle", self.clock.monotonic()
+        self.outage.recovered()
 
     def serve_forever(self) -> int:
-        """Run the schedule until :meth:`shutdown`, or until
-        ``SCOS_MAX_CONSECUTIVE_FAILURES`` tasks in a row have failed; the exit status
-        (0, or ``TOO_MANY_FAILURES_STATUS``)."""
-        self.start()
+        """Run the schedule until :meth:`shutdown`; the exit status: 0, or
+        ``TOO_MANY_FAILURES_STATUS`` after ``SCOS_MAX_CONSECUTIVE_FAILURES`` tasks in a
+        row failed, after ``MAX_UNEXPECTED_ERRORS`` unexpected errors in a row, or
+        after an error the scheduler cannot go on from (logged with its traceback).
+        :class:`SchedulerBusyError` when another scheduler runs on ``SCOS_HOME``."""
         try:
+            self.start()
+            errors = 0
             while not self.stopping.is_set():
-                self.step()
+                try:
+                    self.step()
+                except Exception as error:
+                    errors += 1
+                    if not self._survive(error, errors):
+                        break
+                else:
+                    errors = 0
+        except SchedulerBusyError:
+            raise
+        except Exception:
+            logger.critical(
+                "the scheduler cannot go on; it exits with status %d",
+                TOO_MANY_FAILURES_STATUS,
+                exc_info=True,
+            )
+            self.exit_status = TOO_MANY_FAILURES_STATUS
         finally:
             self.close()
         return self.exit_status
+
+    def _survive(self, error: Exception, errors: int) -> bool:
+        """After a step of the loop raised: wait, and say whether to go on."""
+        if unreachable(error):
+            self.outage.failed(error)
+            delay = backoff(errors, DATABASE_RETRY_CAP_SECONDS)
+            logger.warning(
+                "the database is unreachable (%s); retrying in %g s", describe(error), delay
+            )
+        elif errors >= MAX_UNEXPECTED_ERRORS:
+            logger.critical(
+                "%d unexpected errors in a row (the last below); the scheduler exits with "
+                "status %d",
+                errors,
+                TOO_MANY_FAILURES_STATUS,
+                exc_info=error,
+            )
+            self.exit_status = TOO_MANY_FAILURES_STATUS
+            return False
+        else:
+            delay = backoff(errors, ERROR_RETRY_CAP_SECONDS)
+            logger.error(
+                "unexpected error in the scheduler's loop; it goes on in %g s",
+                delay,
+                exc_info=error,
+            )
+        self.clock.sleep(self.wake, delay)
+        return True
+
+    def _retry_database(self, work: Callable[[], None]) -> bool:
+        """``work()``, retried with a backoff while the database is unreachable; False
+        if the scheduler was stopped before it could be done."""
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                work()
+                return True
+            except Exception as error:
+                if not unreachable(error):
+                    raise
+                attempt += 1
+                self.outage.failed(error)
+                delay = backoff(attempt, DATABASE_RETRY_CAP_SECONDS)
+                logger.warning(
+                    "the database is unreachable (%s); retrying in %g s", describe(error), delay
+                )
+                self.clock.sleep(self.wake, delay)
+        return False
 
     def _probe_sigan(self) -> str | None:
         """The signal analyzer's problem at start-up, or None; the scheduler runs on
@@ -197,19 +391,28 @@ class Scheduler:
         wake(self.settings.home)
 
     def close(self) -> None:
-        self.notifier.stop()
-        if self.associator is not None:
-            self.associator.stop()
-        while self.spares:
-            self.spares.popleft().close()
+        if self._lock is None:
+            return  # never started (or refused: another scheduler runs)
+        if self._serving:
+            self.notifier.stop()
+            if self.associator is not None:
+                self.associator.stop()
+            self._serving = False
+        self.runners.close()
         if self.wake is not None:
             self.wake.close()
             self.wake = None
-        with self.database.session() as db:
-            state = db.get(SchedulerState, 1)
-            if state is not None and state.pid == os.getpid():
-                db.delete(state)
+        try:
+            with self.database.session() as db:
+                state = db.get(SchedulerState, 1)
+                if state is not None and state.pid == os.getpid():
+                    db.delete(state)
+        except Exception as error:  # its heartbeat stops anyway: /status says dead
+            logger.warning("cannot remove the scheduler's row: %s", describe(error))
         self.database.dispose()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
         logger.info("scheduler stopped")
 
     def _recover(self) -> None:
@@ -224,7 +427,7 @@ class Scheduler:
             db.execute(
                 update(TaskResult)
                 .where(TaskResult.status == "in-progress")
-                .values(status="fail", finished=utc_now(), detail=RESTART_DETAIL)
+                .values(status="fail", finished=self.clock.now(), detail=RESTART_DETAIL)
             )
         for schedule_id, task_id in interrupted:
             self._keep_only(self.settings.data_dir / schedule_id / str(task_id), [])
@@ -233,12 +436,16 @@ class Scheduler:
 
     def _keep_only(self, folder: Path, recordings: list[Path]) -> None:
         """Remove the files of ``folder`` that are not of ``recordings`` (a recording
-        a stopped task was writing, its spill files), and the folder if empty."""
+        a stopped task was writing, its spill files), and the folder if empty. A file
+        that cannot be removed (a read-only data directory) stays, and is logged."""
         keep = {path.with_suffix("") for path in recordings}
-        if folder.is_dir():
-            for path in folder.iterdir():
-                if path.is_file() and Path(str(path).split(".sigmf-")[0]) not in keep:
-                    path.unlink()
+        try:
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    if path.is_file() and Path(str(path).split(".sigmf-")[0]) not in keep:
+                        path.unlink()
+        except OSError as error:
+            logger.error("cannot remove the unrecorded files of %s: %s", folder, error)
         for directory in (folder, folder.parent):
             try:
                 directory.rmdir()
@@ -259,15 +466,15 @@ class Scheduler:
         """Run the task that is due (or about to be), or sleep until one is (or the
         schedule changes)."""
         due = self.next_due()
-        if due is not None and due.time - self.lead <= utc_now():
+        if due is not None and due.time - self.lead <= self.clock.now():
             self.run_task(due.schedule_id)
             return
         self._beat("idle")
         wait = SCHEDULER_HEARTBEAT_SECONDS
         if due is not None:
             # Measured after the heartbeat's write, so that it does not make us late.
-            wait = min(wait, (due.time - self.lead - utc_now()).total_seconds())
-        self.wake.wait(max(wait, 0.0))
+            wait = min(wait, (due.time - self.lead - self.clock.now()).total_seconds())
+        self.clock.sleep(self.wake, wait)
 
     def next_due(self) -> Due | None:
         """The task to run next: of those due now the lowest priority number (then
@@ -279,7 +486,7 @@ class Scheduler:
         )
         with self.database.sessions() as db:
             row = db.execute(
-                active.where(ScheduleEntry.next_task_time <= utc_now()).order_by(
+                active.where(ScheduleEntry.next_task_time <= self.clock.now()).order_by(
                     ScheduleEntry.priority, ScheduleEntry.next_task_time, ScheduleEntry.id
                 )
             ).first()
@@ -295,23 +502,36 @@ class Scheduler:
         """Take the entry's next task (committed before it runs, up to ``lead`` ahead
         of its time), run it, record it. Changes to the entry after that apply from
         its next task on; deleting it still stops this one."""
-        now = utc_now()
+        task = self.take(schedule_id)
+        if task is None:
+            return
+        with task_context(schedule_id, task.task_id):
+            logger.info("%s starts", task.action)
+            finished = self._execute(task)
+            if not self.stopping.is_set():
+                self.runners.fill()  # when the task failed before its flowgraph started
+            self._record_durably(finished)
+            self.enforce_quota()
+
+    def take(self, schedule_id: str) -> Task | None:
+        """The entry's next task, taken: its result in progress and the entry moved on,
+        committed. None when the entry has nothing due within ``lead``."""
+        now = self.clock.now()
         with self.database.session() as db:
             entry = db.get(ScheduleEntry, schedule_id)
             if entry is None or not entry.is_active or entry.next_task_time is None:
-                return
+                return None
             if entry.next_task_time - self.lead > now:
-                return
-            scheduled = entry.next_task_time
-            latest, skipped = collapse(scheduled, entry.interval, entry.stop, now)
+                return None
+            latest, skipped = collapse(entry.next_task_time, entry.interval, entry.stop, now)
             if skipped:
                 logger.warning(
                     "schedule %s: %d task time(s) missed while busy or down, collapsed into one",
                     schedule_id,
                     skipped,
                 )
-            task_id = entry.next_task_id
-            entry.next_task_id += 1
+            task_id = self._unused_task_id(schedule_id, entry.next_task_id)
+            entry.next_task_id = task_id + 1
             entry.last_task_time = latest
             entry.next_task_time = series.next_task_time(
                 entry.start, entry.interval, entry.stop, latest
@@ -321,150 +541,255 @@ class Scheduler:
             result = TaskResult(
                 task_id=task_id,
                 scheduled=latest,
-                started=max(utc_now(), latest),  # until the runner says when it did
+                started=max(now, latest),  # until the runner says when it did
                 status="in-progress",
                 detail="",
             )
             entry.task_results.append(result)
             db.flush()
-            result_id = result.id
-            action = entry.action
-            metadata = schedule_entry_metadata(entry)
-        with task_context(schedule_id, task_id):
-            logger.info("%s starts", action)
-            folder = self.settings.data_dir / schedule_id / str(task_id)
-            outcome, started = self._execute(action, metadata, task_id, folder, schedule_id, latest)
-            self._spare_runners()  # when the task failed before its flowgraph started
-            self._record(result_id, action, outcome, started, folder)
-            self.enforce_quota()
+            return Task(
+                result.id,
+                schedule_id,
+                task_id,
+                entry.action,
+                latest,
+                schedule_entry_metadata(entry),
+                self.settings.data_dir / schedule_id / str(task_id),
+            )
 
-    def _spare_runners(self) -> None:
-        """Start runners for the next tasks, up to ``SPARE_RUNNERS``, unless we stop."""
-        while len(self.spares) < SPARE_RUNNERS and not self.stopping.is_set():
-            self.spares.append(RunnerProcess(self.socket_dir))
+    def _unused_task_id(self, schedule_id: str, task_id: int) -> int:
+        """``task_id``, or the first after it whose data folder does not exist: a
+        database that lost its latest writes (a deleted SQLite -wal file, a restored
+        backup) would otherwise hand out ids whose recordings are still on disk.
+        ``gr-scos db check`` re-registers or removes those."""
+        first = task_id
+        while task_id - first < MAX_SKIPPED_TASK_IDS:
+            try:
+                if not (self.settings.data_dir / schedule_id / str(task_id)).exists():
+                    break
+            except OSError:
+                break  # the task's own check of the data directory will say why
+            task_id += 1
+        if task_id != first:
+            logger.warning(
+                "schedule %s: the data folders of task(s) %d to %d exist, but the database "
+                "does not know those tasks (lost database writes?): task %d is next; "
+                "`gr-scos db check` re-registers or removes them",
+                schedule_id,
+                first,
+                task_id - 1,
+                task_id,
+            )
+        return task_id
 
-    def _take_runner(self) -> RunnerProcess:
-        """The oldest spare runner (the likeliest to be ready), or a new one."""
-        runner = self.spares.popleft() if self.spares else RunnerProcess(self.socket_dir)
-        if runner.process.poll() is not None:
-            logger.warning("the waiting runner (pid %d) had died; starting another", runner.pid)
-            runner.close()
-            runner = RunnerProcess(self.socket_dir)
-        return runner
-
-    def _execute(
-        self,
-        action: str,
-        metadata: dict,
-        task_id: int,
-        folder: Path,
-        schedule_id: str,
-        start_at: datetime.datetime,
-    ) -> tuple[RunResult | RunError, datetime.datetime | None]:
-        """The task's outcome, and when its flowgraph started (None if it did not)."""
-        self._beat("running", force=True)
-        quota = self.enforce_quota()
-        if not quota.within:
-            return RunError(
-                f"not run: the data filesystem is {quota.percent:.1f}% full, above "
-                f"MAX_DISK_USAGE {self.settings.max_disk_usage:g}%, and no acquisition is left "
-                "to delete"
-            ), None
+    def _execute(self, task: Task) -> Finished:
+        """Run ``task``: how it ended. Never raises: whatever goes wrong is the task's
+        failure, with a detail that says what."""
+        started_at = None
         try:
+            outcome, started_at = self._run(task)
+        except Exception as error:  # a bug of ours must not end the loop
+            logger.exception("the task could not be run")
+            outcome = RunError(f"the scheduler could not run the task: {describe(error)}")
+        failed = isinstance(outcome, RunError)
+        return Finished(
+            result_id=task.result_id,
+            schedule_id=task.schedule_id,
+            task_id=task.task_id,
+            action=task.action,
+            folder=str(task.folder),
+            finished=self.clock.now(),
+            started=(
+                None
+                if started_at is None
+                else datetime.datetime.fromtimestamp(started_at, datetime.UTC)
+            ),
+            detail=str(outcome) if failed else None,
+            recordings=list(outcome.recordings),
+            overflows=0 if failed else outcome.overflows,
+        )
+
+    def _run(self, task: Task) -> tuple[RunResult | RunError, float | None]:
+        """(the outcome, when its flowgraph started in Unix seconds, or None)."""
+        self._beat("running", force=True, tolerant=True)
+        try:
+            room = self.enforce_quota()
+        except Exception as error:
+            if not unreachable(error):
+                raise
+            return RunError(f"not run: the disk quota cannot be checked: {describe(error)}"), None
+        if not room.within:
+            return RunError(f"not run: {room.problem}"), None
+        try:
+            task.folder.mkdir(parents=True, exist_ok=True)
             prepared, request = flowgraph_request(
                 self.config,
                 self.catalog,
-                action,
+                task.action,
                 {},
                 self.device,
-                folder / action,
-                metadata,
-                task_id,
+                task.folder / task.action,
+                task.entry_metadata,
+                task.task_id,
             )
+        except OSError as error:
+            return RunError(f"not run: {not_writable(self.settings.data_dir, error)}"), None
         except ValueError as error:
             return RunError(str(error)), None
-        runner = self._take_runner()
-        checked = [time.monotonic()]
+        runner = self.runners.take()
+        checked = [self.clock.monotonic()]
 
         def stop_reason() -> str | None:
             if self.stopping.is_set():
                 return STOPPED_DETAIL
-            if time.monotonic() - checked[0] < STOP_CHECK_SECONDS:
+            if self.clock.monotonic() - checked[0] < STOP_CHECK_SECONDS:
                 return None
-            checked[0] = time.monotonic()
-            with self.database.sessions() as db:
-                if db.get(ScheduleEntry, schedule_id) is None:
-                    return DELETED_DETAIL
+            checked[0] = self.clock.monotonic()
+            try:
+                with self.database.sessions() as db:
+                    if db.get(ScheduleEntry, task.schedule_id) is None:
+                        return DELETED_DETAIL
+            except Exception as error:  # the task goes on; it is recorded once we can
+                if not unreachable(error):
+                    raise
+                self.outage.failed(error)
             return None
 
         def on_event(message: dict) -> None:
-            self._beat("running")
-            if message["type"] == "started":
+            self._beat("running", tolerant=True)
+            if message["type"] == "started" and not self.stopping.is_set():
                 # The next tasks' runners import now, at low priority (runner.py),
                 # so that one is ready when this task ends.
-                self._spare_runners()
+                self.runners.fill()
 
         try:
             outcome = check_recorded(
-                action,
+                task.action,
                 runner.run(
                     request,
                     prepared.action.max_run_time,
                     on_event=on_event,
                     stop_requested=stop_reason,
-                    start_at=start_at.timestamp(),
+                    start_at=task.time.timestamp(),
                 ),
             )
         except RunError as error:
             outcome = error
         finally:
-            # It exits by itself after ``finished``: reap it without holding up the result.
-            threading.Thread(target=runner.close, name="reap-runner", daemon=True).start()
-        if runner.build_seconds is not None:
-            self._builds.append(runner.build_seconds)
-        if runner.started_at is None:
-            return outcome, None
-        return outcome, datetime.datetime.fromtimestamp(runner.started_at, datetime.UTC)
+            self.runners.release(runner)
+            if runner.build_seconds is not None:
+                self._builds.append(runner.build_seconds)
+        return outcome, runner.started_at
 
-    def _record(
-        self,
-        result_id: int,
-        action: str,
-        outcome: RunResult | RunError,
-        started: datetime.datetime | None,
-        folder: Path,
-    ) -> None:
-        failed = isinstance(outcome, RunError)
-        recordings = [Path(path) for path in outcome.recordings]
+    def _record_durably(self, finished: Finished) -> None:
+        """Record ``finished``, journaled first, and retried while the database is
+        unreachable. If the scheduler stops meanwhile, the journal keeps it for the
+        next start."""
+        self.journal.write(finished)
+        attempt = 0
+        while True:
+            try:
+                self._record(finished)
+                break
+            except Exception as error:
+                if not unreachable(error):
+                    logger.exception("cannot record the task's result")
+                    self._record_failure(finished, error)
+                    break
+                attempt += 1
+                self.outage.failed(error)
+                if self.stopping.is_set():
+                    logger.warning(
+                        "stopping with the database unreachable: the task's result stays in "
+                        "the journal %s, to be recorded at the next start",
+                        self.journal.directory,
+                    )
+                    return
+                delay = backoff(attempt, DATABASE_RETRY_CAP_SECONDS)
+                logger.warning(
+                    "the database is unreachable (%s): recording the task's result again in %g s",
+                    describe(error),
+                    delay,
+                )
+                self.clock.sleep(self.wake, delay)
+        self.journal.remove(finished)
+
+    def _record_failure(self, finished: Finished, error: Exception) -> None:
+        """Last resort for a result that cannot be recorded as it is (a recording whose
+        metadata cannot be read, say): the task fails, naming why; its files stay for
+        ``gr-scos db check``."""
+        try:
+            detail = f"the result could not be recorded: {describe(error)}"
+            self._record(
+                dataclasses.replace(finished, detail=detail, recordings=[], overflows=0),
+                keep_files=True,
+            )
+        except Exception:
+            logger.exception("cannot record the task as failed either; it stays in progress")
+
+    def _record(self, finished: Finished, keep_files: bool = False, at_start: bool = False) -> None:
+        """The task's result, its recordings, metrics and notification, in one
+        transaction. Recording the same outcome twice changes nothing (the journal may
+        hold one whose transaction committed just before a crash)."""
+        folder = Path(finished.folder)
+        recordings = [Path(path) for path in finished.recordings]
         with self.database.session() as db:
-            result = db.get(TaskResult, result_id)
+            result = db.get(TaskResult, finished.result_id)
             if result is None:
-                # The entry was deleted while the task ran: its files go too.
-                self._keep_only(folder, [])
+                if at_start:
+                    # A journal entry whose result the database does not have: not a
+                    # deleted entry but lost database writes; its files are the data.
+                    logger.error(
+                        "the result of task %d of %s is not in the database; its files stay "
+                        "in %s for `gr-scos db check`",
+                        finished.task_id,
+                        finished.schedule_id,
+                        folder,
+                    )
+                else:  # the entry was deleted while the task ran: its files go too
+                    self._keep_only(folder, [])
                 return
-            if started is not None:
-                result.started = started
-            result.finished = utc_now()
-            result.status = "fail" if failed else "success"
-            metrics.count(db, metrics.TASKS, action=action, status=result.status)
+            if result.status != "in-progress":
+                return
+            if finished.started is not None:
+                result.started = finished.started
+            result.finished = finished.finished
+            result.status = "fail" if finished.failed else "success"
+            result.detail = finished.detail or ""
+            metrics.count(db, metrics.TASKS, action=finished.action, status=result.status)
             metrics.observe(
                 db,
                 metrics.TASK_DURATION,
                 (result.finished - result.started).total_seconds(),
-                action=action,
+                action=finished.action,
             )
-            metrics.count(db, metrics.RECORDINGS, len(recordings), action=action)
-            if not failed:
-                metrics.count(db, metrics.OVERFLOWS, outcome.overflows, action=action)
-            result.detail = str(outcome) if failed else ""
-            self._keep_only(folder, recordings)
+            metrics.count(db, metrics.RECORDINGS, len(recordings), action=finished.action)
+            if not finished.failed:
+                metrics.count(db, metrics.OVERFLOWS, finished.overflows, action=finished.action)
+            if not keep_files:
+                self._keep_only(folder, recordings)
             add_recordings(result, recordings, self.settings.data_dir)
             self.notifier.queue(db, result)  # delivered after commit, by its own thread
-            self._count(db, result.detail if failed else None)
-        if failed:
-            logger.error("failed: %s", outcome)
+            self._count(db, finished.detail)
+        if finished.failed:
+            logger.error("failed: %s", finished.detail)
         else:
             logger.info("succeeded: %d recording(s)", len(recordings))
+
+    def _record_journal(self, at_start: bool = False) -> None:
+        """Record what the journal holds (outcomes a database outage or a crash kept
+        from the database)."""
+        for finished in self.journal.pending():
+            with task_context(finished.schedule_id, finished.task_id):
+                logger.warning("recording the journaled result of the task")
+                try:
+                    self._record(finished, at_start=at_start)
+                except Exception as error:
+                    if unreachable(error):
+                        raise
+                    logger.exception("cannot record the journaled result")
+                    self._record_failure(finished, error)
+            self.journal.remove(finished)
 
     def _count(self, db, failure: str | None) -> None:
         """Keep the tasks failed in a row (and the signal analyzer's state) in the
@@ -497,20 +822,28 @@ class Scheduler:
         filesystem is above MAX_DISK_USAGE."""
         return quota.enforce(self.database, self.settings.max_disk_usage, self.disk_usage)
 
-    def _beat(self, state: str, force: bool = False) -> None:
+    def _beat(self, state: str, force: bool = False, tolerant: bool = False) -> None:
         """Refresh the heartbeat row, at most every half heartbeat unless the state
-        changes."""
-        now = time.monotonic()
+        changes. ``tolerant``: while a task runs, a database outage is noted and the
+        task goes on (its result is recorded once the database is back)."""
+        now = self.clock.monotonic()
         if (
             not force
             and state == self._state
             and now - self._beaten < SCHEDULER_HEARTBEAT_SECONDS / 2
         ):
             return
-        with self.database.session() as db:
-            db.execute(
-                update(SchedulerState)
-                .where(SchedulerState.id == 1)
-                .values(state=state, heartbeat=utc_now(), pid=os.getpid())
-            )
+        try:
+            with self.database.session() as db:
+                db.execute(
+                    update(SchedulerState)
+                    .where(SchedulerState.id == 1)
+                    .values(state=state, heartbeat=self.clock.now(), pid=os.getpid())
+                )
+        except Exception as error:
+            if not (tolerant and unreachable(error)):
+                raise
+            self.outage.failed(error)
+            return
         self._state, self._beaten = state, now
+        self.outage.recovered()

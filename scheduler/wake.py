@@ -49,18 +49,26 @@ class WakeListener:
         return self.socket.fileno()
 
     def wait(self, timeout: float | None) -> bool:
-        self.socket.settimeout(timeout)
-        try:
-            self.socket.recv(64)
-        except TimeoutError:
-            return False
+        """Wait up to ``timeout`` seconds (None: for ever; 0 or less: not at all) for a
+        wake-up; True if there was one."""
+        woken = False
+        if timeout is None or timeout > 0:
+            # A timeout of 0 would make the socket non-blocking: recv() would raise
+            # BlockingIOError instead of TimeoutError.
+            self.socket.settimeout(timeout)
+            try:
+                self.socket.recv(64)
+                woken = True
+            except TimeoutError:
+                return False
         self.socket.setblocking(False)
         try:
             while True:
                 self.socket.recv(64)
+                woken = True
         except BlockingIOError:
             pass
-        return True
+        return woken
 
     def close(self) -> None:
         self.socket.close()

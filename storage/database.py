@@ -26,25 +26,27 @@ logger = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 10
 # pg_advisory_lock key for migrations: "scos" in ASCII.
 _MIGRATION_LOCK = 0x73636F73
 _DOOMED = "grscos_doomed_files"
 _SQLITE_BEGIN = "grscos_sqlite_begin"
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+def make_engine(url: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout (how long a writer waits
+    for another before "database is locked") and foreign keys."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection, _record):
             cursor = connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
@@ -65,7 +67,16 @@ def make_engine(url: str) -> Engine:
             connection.exec_driver_sql(f"BEGIN {mode}".rstrip())
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # pre-ping: a connection the server dropped (a restart, a failover) is replaced
+    # before use instead of failing the statement. connect_timeout: a server that is
+    # gone from the network (no RST) fails the attempt instead of hanging it.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
+    )
 
 
 def _alembic_config() -> AlembicConfig:
@@ -78,10 +89,12 @@ class Database:
     """One database: its engine, sessions, migrations and the data directory whose
     files its acquisitions own."""
 
-    def __init__(self, url: str, data_dir: str | Path):
+    def __init__(
+        self, url: str, data_dir: str | Path, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+    ):
         self.url = url
         self.data_dir = Path(data_dir)
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, busy_timeout_ms)
         # sessions: for reading (on SQLite they never wait for a writer);
         # write_sessions: for work that writes (on SQLite they wait for other writers).
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -240,6 +240,53 @@ class PostgresServer:
             )
         log.info("PostgreSQL on 127.0.0.1:%s stopped", self.port)
 
+    def halt(self) -> None:
+        """Stop the server as an operator's ``pg_ctl -m fast stop`` does (every
+        connection is cut), keeping its port for :meth:`resume`: a database outage."""
+        if not self._running:
+            raise RuntimeError("the PostgreSQL server is not running")
+        self._run(
+            [
+                "pg_ctl",
+                "stop",
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(STOP_TIMEOUT_S),
+            ]
+        )
+        self._running = False
+
+    def resume(self) -> None:
+        """Start the server that :meth:`halt` stopped, on the same port."""
+        if self._running or self.port is None:
+            raise RuntimeError("the PostgreSQL server was not halted")
+        self._run(
+            [
+                "pg_ctl",
+                "start",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                f"-p {self.port}",
+                "-w",
+                "-t",
+                str(START_TIMEOUT_S),
+            ]
+        )
+        self._running = True
+
+    def restart(self) -> None:
+        """``pg_ctl -m fast restart``: every connection is cut, the server comes back
+        on the same port."""
+        self.halt()
+        self.resume()
+
     def __enter__(self) -> PostgresServer:
         self.start()
         return self

@@ -34,6 +34,7 @@ import pytest
 import sigmf
 from sqlalchemy import select
 
+from grscos.scheduler import pool
 from grscos.scheduler import scheduler as scheduler_module
 from grscos.scheduler.scheduler import Scheduler
 from grscos.storage.models import SchedulerState, utc_now
@@ -215,7 +216,7 @@ class InThread:
         self.thread.start()
         wait_for(lambda: scheduler_status(self.api) == "idle", 10, "the scheduler idle")
         if warm:
-            spares = wait_for(lambda: list(self.scheduler.spares), 10, "the first runners")
+            spares = wait_for(lambda: list(self.scheduler.runners.spares), 10, "the first runners")
             for runner in spares:
                 runner.wait_ready()  # the scheduler thread waits for a wake-up meanwhile
         return self
@@ -458,8 +459,8 @@ def test_deleting_an_entry_stops_its_running_task(api, in_thread):
     # Not the next tasks' runners, which started when this task did.
     spares = wait_for(
         lambda: (
-            len(sensor.scheduler.spares) == scheduler_module.SPARE_RUNNERS
-            and {spare.pid for spare in sensor.scheduler.spares}
+            len(sensor.scheduler.runners.spares) == pool.SPARE_RUNNERS
+            and {spare.pid for spare in sensor.scheduler.runners.spares}
         ),
         5,
         "the next tasks' runners",

@@ -50,7 +50,8 @@ from pathlib import Path
 from sqlalchemy import func, insert, select
 
 from grscos.scheduler import supervisor
-from grscos.scheduler.scheduler import SPARE_RUNNERS, Scheduler
+from grscos.scheduler.pool import SPARE_RUNNERS
+from grscos.scheduler.scheduler import Scheduler
 from grscos.scheduler.wake import wake
 from grscos.settings import Settings
 from grscos.storage import users
@@ -177,7 +178,7 @@ class Sensor:
         begin with runners still importing."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            spares = list(self.scheduler.spares)
+            spares = list(self.scheduler.runners.spares)
             if len(spares) == SPARE_RUNNERS:
                 for runner in spares:
                     runner.wait_ready(timeout)

@@ -1,0 +1,64 @@
+"""The scheduler's runner processes, started ahead of their tasks.
+
+A runner imports GNU Radio and the flowgraphs (a quarter of a second or more) before
+it is given a task, so the pool keeps ``SPARE_RUNNERS`` of them importing or ready:
+two, so that a task shorter than one runner's import still finds the next one ready.
+A spare is checked at hand-over: one that died, froze (SIGSTOP, a deadlock) or hangs
+in its import is killed and replaced, instead of failing the task it would be given.
+"""
+
+import collections
+import logging
+import threading
+from pathlib import Path
+
+from .supervisor import RunnerProcess
+
+logger = logging.getLogger(__name__)
+
+SPARE_RUNNERS = 2
+# How long a spare has to answer at hand-over: a healthy one answers in milliseconds;
+# generous, since a loaded machine delays a runner's reply.
+HANDOVER_TIMEOUT_SECONDS = 2.0
+
+
+class RunnerPool:
+    """Spare runner processes whose sockets are in ``socket_dir``."""
+
+    def __init__(self, socket_dir: Path, size: int = SPARE_RUNNERS):
+        self.socket_dir = Path(socket_dir)
+        self.size = size
+        self.spares: collections.deque[RunnerProcess] = collections.deque()
+
+    def fill(self) -> None:
+        """Start runners for the next tasks, up to ``size``."""
+        while len(self.spares) < self.size:
+            self.spares.append(RunnerProcess(self.socket_dir))
+
+    def take(self) -> RunnerProcess:
+        """The oldest spare that answers (the likeliest to be ready), else a new one."""
+        while self.spares:
+            runner = self.spares.popleft()
+            problem = _problem(runner)
+            if problem is None:
+                return runner
+            logger.warning("the waiting runner (pid %d) %s; replacing it", runner.pid, problem)
+            runner.kill()
+            self.release(runner)
+        return RunnerProcess(self.socket_dir)
+
+    def release(self, runner: RunnerProcess) -> None:
+        """End ``runner`` in the background (one that finished its task exits by
+        itself), without holding up the caller."""
+        threading.Thread(target=runner.close, name="reap-runner", daemon=True).start()
+
+    def close(self) -> None:
+        while self.spares:
+            self.spares.popleft().close()
+
+
+def _problem(runner: RunnerProcess) -> str | None:
+    # TODO(E): the liveness check at hand-over
+    if runner.process.poll() is not None:
+        return "had died"
+    return None
