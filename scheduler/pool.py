@@ -17,9 +17,6 @@ from .supervisor import RunnerProcess
 logger = logging.getLogger(__name__)
 
 SPARE_RUNNERS = 2
-# How long a spare has to answer at hand-over: a healthy one answers in milliseconds;
-# generous, since a loaded machine delays a runner's reply.
-HANDOVER_TIMEOUT_SECONDS = 2.0
 
 
 class RunnerPool:
@@ -39,11 +36,11 @@ class RunnerPool:
         """The oldest spare that answers (the likeliest to be ready), else a new one."""
         while self.spares:
             runner = self.spares.popleft()
-            problem = _problem(runner)
+            # A healthy runner answers within milliseconds; a broken one is killed.
+            problem = runner.why_unresponsive()
             if problem is None:
                 return runner
-            logger.warning("the waiting runner (pid %d) %s; replacing it", runner.pid, problem)
-            runner.kill()
+            logger.warning("spare runner (pid %d) replaced: %s", runner.pid, problem)
             self.release(runner)
         return RunnerProcess(self.socket_dir)
 
@@ -55,10 +52,3 @@ class RunnerPool:
     def close(self) -> None:
         while self.spares:
             self.spares.popleft().close()
-
-
-def _problem(runner: RunnerProcess) -> str | None:
-    # TODO(E): the liveness check at hand-over
-    if runner.process.poll() is not None:
-        return "had died"
-    return None

@@ -1,7 +1,8 @@
 """Messages between the scheduler and a runner process, over a ZeroMQ PAIR socket.
 
 Each message is one JSON object with the protocol version ``v`` and a ``type``.
-The scheduler binds the socket (``ipc://``) and the runner connects to it.
+The scheduler binds the socket (``ipc://``) and the runner connects to it, as soon
+as it starts: heartbeats and pongs come before ``ready``.
 
 Runner to scheduler:
 
@@ -9,7 +10,8 @@ Runner to scheduler:
 ``ready``      ``pid``: the runner has imported GNU Radio and the flowgraphs and
                waits for its task
 ``heartbeat``  sent every ``HEARTBEAT_SECONDS`` while the runner waits (for its
-               task, or for the task's ``start_at``)
+               imports to end, for its task, or for the task's ``start_at``)
+``pong``       the answer to ``ping``
 ``started``    the flowgraph is running: ``at`` (Unix seconds) when it started,
                ``build_seconds`` how long building it took
 ``progress``   ``seconds``, ``samples``, ``recordings`` so far; sent every
@@ -27,6 +29,9 @@ Scheduler to runner:
                (Unix seconds): build it now, start it then (at once if it has passed)
 ``stop``       ``reason``: stop the flowgraph now (it ends ``fail`` with the reason,
                without starting if it was waiting for ``start_at``)
+``ping``       are you alive? The runner's main thread answers ``pong`` at once,
+               whatever it does, also while it imports (before ``ready``); the
+               scheduler asks a spare runner before handing it a task
 =============  =================================================================
 
 A message that is not valid JSON, has another version, an unknown type or lacks a
@@ -36,12 +41,14 @@ field raises :class:`ProtocolError`; the receiving side treats its peer as broke
 import json
 from typing import Any
 
-VERSION = 2  # 2: task start_at, started at and build_seconds
+# 2: task start_at, started at and build_seconds; 3: ping and pong, heartbeats while importing
+VERSION = 3
 HEARTBEAT_SECONDS = 0.25
 
 FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ready": {"pid": int},
     "heartbeat": {},
+    "pong": {},
     "started": {"at": (int, float), "build_seconds": (int, float)},
     "progress": {"seconds": (int, float), "samples": int, "recordings": int},
     "recording": {"path": str},
@@ -54,6 +61,7 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
     "task": {"request": dict, "start_at": (int, float)},
     "stop": {"reason": str},
+    "ping": {},
 }
 STATUSES = ("success", "fail")
 # Starts the part of a ``finished`` detail that is the signal analyzer's problem.

@@ -2,10 +2,12 @@
 
 It is started before its task is known (while the previous task records), so
 that the interpreter, GNU Radio and the shipped flowgraphs are imported ahead,
-at low CPU priority; then it connects to ``ENDPOINT``, says ``ready``, runs the
-one task it is sent and exits (``protocol.py`` lists the messages). The task
-comes ahead of its time with ``start_at``: the runner builds the flowgraph (for
-hardware, opens the device) at once and starts it at that instant.
+at low CPU priority. It connects to ``ENDPOINT`` first, so that while it imports
+its main thread already sends heartbeats and answers pings (the scheduler checks
+that a spare runner lives before it hands it a task); then it says ``ready``,
+runs the one task it is sent and exits (``protocol.py`` lists the messages). The
+task comes ahead of its time with ``start_at``: the runner builds the flowgraph
+(for hardware, opens the device) at once and starts it at that instant.
 
 A block that raises aborts the process (the flowgraphs turn GNU Radio's exception
 catching off), a device may hang: that costs only this process, which the
@@ -45,34 +47,45 @@ def _preload() -> None:
         importlib.import_module(f"grscos.flowgraphs.{module.name}")
 
 
-def _preload_at_low_priority() -> None:
-    """``_preload`` in a thread of the lowest nice value (19): a runner is started
-    while the previous task records, and should take CPU time from the acquisition
-    only where it leaves some. Nice 19 (not SCHED_IDLE) still gets a share when
-    other processes keep the CPUs busy, so a runner is never starved. The main
-    thread, whose priority the flowgraph's threads inherit, keeps the normal one."""
-    # These start threads of their own when imported (GNU Radio's runtime eleven,
-    # OpenBLAS one), which would inherit a low priority: they come first, here.
-    import numpy  # noqa: F401
-    from gnuradio import gr  # noqa: F401
+class _Preload:
+    """``_preload`` in a thread whose nice value is the lowest (19): a runner is
+    started while the previous task records, and should take CPU time from the
+    acquisition only where it leaves some. Nice 19 (not SCHED_IDLE) still gets a
+    share when other processes keep the CPUs busy, so a runner is never starved.
+    The main thread, whose priority the flowgraph's threads inherit, keeps the
+    normal one, and talks to the scheduler meanwhile. ``done_fd`` becomes readable
+    when the import has ended."""
 
-    errors: list[BaseException] = []
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self._ended = threading.Event()
+        self.done_fd, self._done_write = os.pipe()
+        # A daemon: a runner stopped while it imports exits without waiting for it.
+        self._thread = threading.Thread(target=self._run, name="preload", daemon=True)
+        self._thread.start()
 
-    def preload() -> None:
+    @property
+    def done(self) -> bool:
+        return self._ended.is_set()
+
+    def _run(self) -> None:
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread
-        except OSError as error:
-            logger.warning("importing at normal priority: %s", error)
-        try:
+            # These start threads of their own when imported (GNU Radio's runtime
+            # eleven, OpenBLAS one), which would inherit a low priority: they come
+            # first, at the normal one.
+            import numpy  # noqa: F401
+            from gnuradio import gr  # noqa: F401
+
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread
+            except OSError as error:
+                logger.warning("importing at normal priority: %s", error)
             _preload()
         except BaseException as error:  # re-raised in the main thread
-            errors.append(error)
-
-    thread = threading.Thread(target=preload, name="preload")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
+            self.error = error
+        finally:
+            self._ended.set()
+            os.write(self._done_write, b"x")
 
 
 class _Link:
@@ -92,7 +105,8 @@ class _Link:
 
     def receive(self, timeout: float, wake_fd: int | None = None) -> dict | None:
         """The next message within ``timeout`` seconds; None on timeout, or at once
-        when ``wake_fd`` becomes readable."""
+        when ``wake_fd`` becomes readable. A ``ping`` is answered here, whatever the
+        runner is doing, and returns None too."""
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         if wake_fd is not None:
@@ -100,7 +114,11 @@ class _Link:
         ready = dict(poller.poll(timeout * 1000))
         if self.socket not in ready:
             return None
-        return protocol.decode(self.socket.recv())
+        message = protocol.decode(self.socket.recv())
+        if message["type"] == "ping":
+            self.send("pong")
+            return None
+        return message
 
     def close(self) -> None:
         self.socket.close()
@@ -249,18 +267,25 @@ def main(endpoint: str, parent: int | None = None) -> int:
     # Anything printed goes to stderr, which the scheduler keeps for crash reports.
     sys.stdout = sys.stderr
     _exit_when_orphaned(os.getppid() if parent is None else parent)
-    _preload_at_low_priority()
     link = _Link(endpoint)
+    preload = _Preload()
+    importing = True
     try:
-        link.send("ready", pid=os.getpid())
         while True:
-            message = link.receive(protocol.HEARTBEAT_SECONDS)
-            if message is None:
+            message = link.receive(
+                protocol.HEARTBEAT_SECONDS, wake_fd=preload.done_fd if importing else None
+            )
+            if importing and preload.done:
+                if preload.error is not None:
+                    raise preload.error
+                importing = False
+                link.send("ready", pid=os.getpid())
+            elif message is None:
                 link.send("heartbeat")
-            elif message["type"] == "task":
+            if message is not None and message["type"] == "task":
                 run_task(link, message["request"], message["start_at"])
                 return 0
-            else:
+            if message is not None:
                 return 0  # stopped before any task
     except protocol.ProtocolError as error:
         logger.error("bad message from the scheduler: %s", error)

@@ -10,6 +10,11 @@ task over ZeroMQ, follow its events, and end it when it overruns, hangs or dies.
 
 Each way, :meth:`RunnerProcess.run` raises :class:`RunError` with a one-line detail
 naming what happened and the recordings finished before it.
+
+A runner started ahead may die or freeze while it waits (SIGSTOP, a deadlock):
+:meth:`RunnerProcess.why_unresponsive` pings it, so that the scheduler hands the
+task to another runner instead. While it imports, a runner that falls silent for
+``HEARTBEAT_TIMEOUT`` seconds counts as hung too.
 """
 
 import itertools
@@ -33,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 60.0  # seconds for a new runner to import everything and say ready
 HEARTBEAT_TIMEOUT = 10.0  # seconds of silence after which a runner counts as hung
+# Seconds for a runner to answer a ping: a ready one answers within a millisecond,
+# one importing at nice 19 on a loaded machine within a few hundred. Stopped or
+# ended runners are told apart without waiting, so this is waited only for a hung one.
+PING_TIMEOUT = 2.0
 STOP_GRACE = 2.0  # seconds between stop, SIGTERM and SIGKILL
 _STDERR_KEPT = 64 * 1024  # bytes of the runner's stderr kept for the failure reason
 _numbers = itertools.count()
@@ -104,23 +113,58 @@ class RunnerProcess:
         return message
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Wait for ``ready``; RunError if the runner dies or takes too long."""
+        """Wait for ``ready``; RunError if the runner dies, falls silent for
+        ``HEARTBEAT_TIMEOUT`` seconds or takes longer than ``timeout``."""
         deadline = time.monotonic() + timeout
         while not self.ready:
             try:
                 message = self._receive(min(0.1, deadline - time.monotonic()))
             except protocol.ProtocolError as error:
-                self.kill()
-                raise RunError(
-                    f"the runner sent a malformed message ({error}); killed", []
-                ) from None
+                raise RunError(self._kill_for_nonsense(error), []) from None
             if message is not None:
                 self.ready = message["type"] == "ready"
             elif self.process.poll() is not None:
                 raise RunError(self._death(), [])
+            elif time.monotonic() - self.heard > HEARTBEAT_TIMEOUT:
+                self.kill()
+                raise RunError(
+                    f"the runner sent nothing for {HEARTBEAT_TIMEOUT:g} s while starting "
+                    "(hung); killed",
+                    [],
+                )
             elif time.monotonic() > deadline:
                 self.kill()
                 raise RunError(f"the runner was not ready after {timeout:g} s; killed", [])
+
+    def why_unresponsive(self, timeout: float = PING_TIMEOUT) -> str | None:
+        """None if the runner answers a ``ping`` within ``timeout`` seconds, ready or
+        still importing; else why it cannot take a task, in one line, having killed
+        it: it has ended, it is stopped (SIGSTOP), it does not answer (hung) or it
+        talks nonsense."""
+        if self.process.poll() is not None:
+            return self._death()
+        if _process_state(self.pid) == "T":
+            self.kill()
+            return "the runner process was stopped (SIGSTOP); killed"
+        deadline = time.monotonic() + timeout
+        try:
+            # Writable once the runner has connected, which a young one may not have yet.
+            if self.socket.poll(timeout * 1000, zmq.POLLOUT):
+                self.socket.send(protocol.encode("ping"), zmq.NOBLOCK)
+                # Heartbeats queued while nobody listened come first.
+                while (message := self._receive(deadline - time.monotonic())) is not None:
+                    if message["type"] == "pong":
+                        return None
+                    if message["type"] == "ready":
+                        self.ready = True
+        except zmq.Again:
+            pass  # it went between poll and send: it has ended, said below
+        except protocol.ProtocolError as error:
+            return self._kill_for_nonsense(error)
+        if self.process.poll() is not None:
+            return self._death()
+        self.kill()
+        return f"the runner did not answer a ping within {timeout:g} s (hung); killed"
 
     def run(
         self,
@@ -181,10 +225,7 @@ class RunnerProcess:
                         seconds=time.monotonic() - began,
                     )
         except protocol.ProtocolError as error:
-            self.kill()
-            raise RunError(
-                f"the runner sent a malformed message ({error}); killed", recordings
-            ) from None
+            raise RunError(self._kill_for_nonsense(error), recordings) from None
 
     def stop(self, reason: str) -> None:
         """Ask the flowgraph to stop, then SIGTERM, then SIGKILL."""
@@ -204,6 +245,11 @@ class RunnerProcess:
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
         self.process.wait()
+
+    def _kill_for_nonsense(self, error: protocol.ProtocolError) -> str:
+        """Kill a runner that sent a malformed message; the detail saying so."""
+        self.kill()
+        return f"the runner sent a malformed message ({error}); killed"
 
     def _signal(self, sig: int) -> None:
         try:
@@ -245,6 +291,15 @@ class RunnerProcess:
         self.socket.close()
         self.context.term()
         self.socket_path.unlink(missing_ok=True)
+
+
+def _process_state(pid: int) -> str:
+    """The state letter of process ``pid`` (``T``: stopped by a signal), "" if unknown."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return text[text.rindex(")") + 2]
 
 
 def run(request: dict, timeout: float, on_event: Callable[[dict], None] | None = None) -> RunResult:
