@@ -11,6 +11,8 @@ waits for the state it asserts.
 import contextlib
 import datetime
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -28,6 +30,7 @@ from tests.api import test_scheduler
 from tests.api.test_scheduler import (
     FINISHED,
     TEST_ACTIONS,
+    alive,
     results,
     scheduler_status,
     wait_for_results,
@@ -204,7 +207,7 @@ def test_a_stop_while_postgresql_is_down_keeps_the_result_for_the_next_start(
     assert journal.pending(), "the journal lost the result"
     in_thread(warm=False)
     (task,) = wait_for_results(api, entry["id"], 1, timeout=30)
-    assert (task["status"], task["recordings"], task["detail"]) == ("success", 1, ""), task
+    assert (task["status"], task["recordings"], task.get("detail")) == ("success", 1, None), task
     assert not journal.pending()
 
 
@@ -250,3 +253,22 @@ def test_sqlite_locked_past_the_busy_timeout_delays_the_result_and_loses_nothing
         scheduler.shutdown()
         thread.join(30)
     assert not thread.is_alive()
+
+
+# --- spare runners that died or froze while they waited ---------------------------------
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"])
+@pytest.mark.parametrize("fault", [signal.SIGSTOP, signal.SIGKILL], ids=["frozen", "killed"])
+def test_a_spare_runner_that_froze_or_died_is_replaced_and_the_task_succeeds(api, in_thread, fault):
+    """Both waiting runners are stopped (or killed): the next task still succeeds, in a
+    fresh runner, and the broken ones are gone."""
+    sensor = in_thread()  # warm: both spares ready
+    spares = [runner.pid for runner in sensor.scheduler.runners.spares]
+    assert len(spares) == 2
+    for pid in spares:
+        os.kill(pid, fault)
+    entry = api.schedule(name="after the fault")
+    (task,) = wait_for_results(api, entry["id"], 1, timeout=60)
+    assert (task["status"], task["recordings"]) == ("success", 1), task
+    wait_for(lambda: not [pid for pid in spares if alive(pid)], 30, "the broken spares gone")
