@@ -301,7 +301,8 @@ class Scheduler:
         after an error the scheduler cannot go on from (logged with its traceback).
         :class:`SchedulerBusyError` when another scheduler runs on ``SCOS_HOME``."""
         try:
-            self.start()
+            if self._lock is None:  # not started by the caller already
+                self.start()
             errors = 0
             while not self.stopping.is_set():
                 try:

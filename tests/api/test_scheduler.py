@@ -40,6 +40,7 @@ from grscos.scheduler.scheduler import Scheduler
 from grscos.storage.models import SchedulerState, utc_now
 from tests.api.callback_receiver import Receiver
 from tests.api.conftest import DEFAULT_ACTIONS, Api
+from tests.processes import alive, children, runner_pids
 from tests.test_acquire import OWNER_FLOWGRAPH, write_config
 from tests.waiting import wait_for
 
@@ -155,38 +156,6 @@ def files_under(directory: Path) -> list[Path]:
 # --- processes ---------------------------------------------------------------------------
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a process; None when it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1])
-
-
-def alive(pid: int) -> bool:
-    """Running (not gone, not a zombie waiting for its parent)."""
-    stat = _stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def runner_pids(home: Path) -> list[int]:
-    """The live runner processes of the sensor in ``home`` (their socket is in it)."""
-    marker = f"ipc://{home / 'run'}/".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"grscos.scheduler.runner" in cmdline and marker in cmdline and alive(int(entry.name)):
-            pids.append(int(entry.name))
-    return sorted(pids)
-
-
 def kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -276,7 +245,7 @@ class AsProcess:
 
     def runners(self) -> list[int]:
         """Its runner processes (its children)."""
-        return [pid for pid in runner_pids(self.api.settings.home) if _stat(pid)[1] == self.pid]
+        return children(self.pid, b"grscos.scheduler.runner")
 
     @property
     def pid(self) -> int:

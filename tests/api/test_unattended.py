@@ -30,13 +30,13 @@ from tests.api import test_scheduler
 from tests.api.test_scheduler import (
     FINISHED,
     TEST_ACTIONS,
-    alive,
     results,
     scheduler_status,
     wait_for_results,
     wait_running,
 )
 from tests.deploy.conftest import start_sensor
+from tests.processes import alive
 from tests.test_acquire import OWNER_FLOWGRAPH, write_config
 from tests.waiting import wait_for
 
