@@ -2,11 +2,13 @@
 OpenAPI document at ``/api/v1/swagger.json`` and Swagger UI at ``/api/v1/docs``.
 
 ``create_app`` checks the settings and the configuration, migrates the database
-to the newest schema and stores the configured location; gunicorn serves it with
-``grscos.webapi.wsgi:app``.
+to the newest schema and stores the configured location (or, when the database is
+unreachable, leaves that to the first request that reaches it: ``availability.py``);
+gunicorn serves it with ``grscos.webapi.wsgi:app``.
 """
 
 import datetime
+import functools
 import logging
 
 from flask import Blueprint, Flask, jsonify
@@ -20,9 +22,11 @@ from ..acquire import Catalog
 from ..settings import Settings
 from ..storage.database import Database
 from ..storage.models import Location, utc_now
+from ..storage.outage import OutageRecord
 from . import capabilities, metrics, root, schedule, status, tasks, users
 from .auth import SECURITY
-from .common import SensorApp, close_session
+from .availability import RETRY_AFTER_SECONDS, DatabaseAvailability
+from .common import MAX_BODY_BYTES, MAX_CONTENT_LENGTH, SensorApp, close_session, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -37,25 +41,58 @@ class SensorApi(Api):
         if self._add_specs and self._doc:
             app_or_blueprint.add_url_rule(self._doc, "doc", self.render_doc)
 
+    @property
+    def __schema__(self) -> dict:
+        """The OpenAPI document, with the answers every operation may give, which no
+        resource documents itself: 503 (database unreachable) and, for an operation
+        that takes a body, 413."""
+        document = super().__schema__
+        for item in document.get("paths", {}).values():
+            for method, operation in item.items():
+                if method == "parameters":
+                    continue
+                responses = operation.setdefault("responses", {})
+                responses.setdefault("503", _UNREACHABLE)
+                if any(parameter["in"] == "body" for parameter in operation.get("parameters", ())):
+                    responses.setdefault("413", _TOO_LARGE)
+        return document
 
-def create_app(settings: Settings | None = None) -> Flask:
+
+_ERROR = {"$ref": "#/definitions/Error"}
+_UNREACHABLE = {
+    "description": "The database is unreachable (errors.database says since when)",
+    "schema": _ERROR,
+    "headers": {
+        "Retry-After": {
+            "type": "integer",
+            "description": f"seconds to wait before trying again ({RETRY_AFTER_SECONDS})",
+        }
+    },
+}
+_TOO_LARGE = {"description": f"The body is larger than {MAX_BODY_BYTES} bytes", "schema": _ERROR}
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> Flask:
     """The API of the sensor that ``settings`` (default: environment and settings
-    file) describe."""
+    file) describe, on ``database`` (default: the settings' database URL)."""
     settings = settings or Settings.load()
     config = settings.config()
     catalog = Catalog.load(config)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(settings.database_url, settings.data_dir)
-    database.upgrade()
-    with database.session() as db:
-        sync_location(db, config.location)
+    database = database or Database(settings.database_url, settings.data_dir)
+    availability = DatabaseAvailability(
+        OutageRecord(settings.home), functools.partial(prepare_database, database, config.location)
+    )
+    availability.start()
 
     app = Flask("grscos")
     app.url_map.strict_slashes = False
+    app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.config["RESTX_MASK_SWAGGER"] = False
     app.config["RESTX_ERROR_404_HELP"] = False
     app.config["RESTX_JSON"] = {"indent": None, "separators": (",", ":")}
-    app.extensions["scos"] = SensorApp(settings, config, catalog, database, utc_now())
+    app.extensions["scos"] = SensorApp(settings, config, catalog, database, availability, utc_now())
+    app.before_request(read_body)
     app.teardown_appcontext(close_session)
     # Behind nginx: trust its X-Forwarded-* for the scheme and host of links.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)
@@ -90,14 +127,23 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _json_error(error: HTTPException):
-    """Errors outside the resources (unknown URL, wrong method) as JSON too."""
+    """Errors outside the resources (unknown URL, wrong method, a body too large for
+    any URL) as JSON too."""
     response = error.get_response()
-    body = jsonify(message=error.description)
+    body = jsonify(getattr(error, "data", None) or {"message": error.description})
     body.status_code = error.code
     for name, value in response.headers.items():
         if name.lower() not in ("content-type", "content-length"):
             body.headers[name] = value
     return body
+
+
+def prepare_database(database: Database, location: dict) -> None:
+    """The API's start-up work on its database: migrate it to the newest schema, and
+    store the configured location."""
+    database.upgrade()
+    with database.session() as db:
+        sync_location(db, location)
 
 
 def sync_location(db, location: dict) -> None:

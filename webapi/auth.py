@@ -23,6 +23,7 @@ from werkzeug.exceptions import Unauthorized
 
 from ..storage import users
 from ..storage.models import USERNAME_LENGTH, User
+from .availability import answers_503_while_unreachable
 from .common import sensor_app, session
 
 SECURITY = {
@@ -149,6 +150,8 @@ def require_admin() -> None:
 
 
 class AuthenticatedResource(Resource):
-    """A resource whose every method needs an authenticated user."""
+    """A resource whose every method needs an authenticated user, and answers 503
+    while the database (which holds the users) is unreachable."""
 
-    method_decorators: ClassVar[list] = [authenticated]
+    # The last decorator is the outermost: the 503 covers authentication too.
+    method_decorators: ClassVar[list] = [authenticated, answers_503_while_unreachable]

@@ -43,6 +43,6 @@ class Capabilities(AuthenticatedResource):
         actions = [
             action
             for action in sensor.action_descriptions
-            if g.user.is_admin or not action["admin_only"]
+            if sensor.may_see_action(g.user, action["name"])
         ]
         return {"sensor": sensor.config.sensor, "actions": actions}

@@ -3,14 +3,19 @@ session, authenticated resources, errors, times, payload validation and paginati
 
 Every error body is ``{"message": ..., "errors": {field: reason}}`` (``errors`` for
 bad input only), and the payload of a write is validated against the very model
-that documents it, plus the cross-field rules of the resource.
+that documents it, plus the cross-field rules of the resource. A body is at most
+MAX_BODY_BYTES (413 beyond) and nests at most MAX_BODY_DEPTH levels (400 beyond), so
+that no body is read whole past the limit nor parsed by recursing without bound.
 """
 
 import datetime
+import itertools
+import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlencode
 
 import jsonschema
@@ -18,12 +23,16 @@ from flask import current_app, g, request, url_for
 from flask_restx import Model, Namespace, OrderedModel, abort, fields, inputs, reqparse
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..acquire import Catalog
 from ..config import Config
 from ..settings import Settings
 from ..storage.database import Database
-from ..storage.models import format_duration, format_utc
+from ..storage.models import User, format_duration, format_utc
+
+if TYPE_CHECKING:
+    from .availability import DatabaseAvailability
 
 # Times clients may give: a sensor has no use for others, and arithmetic on them stays
 # far from datetime's limits.
@@ -31,6 +40,13 @@ EARLIEST = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 LATEST = datetime.datetime(2200, 1, 1, tzinfo=datetime.UTC)
 PAGE_LIMIT_DEFAULT = 100
 PAGE_LIMIT_MAX = 1000
+# As nginx's client_max_body_size (deploy/nginx): entries and users are small JSON.
+MAX_BODY_BYTES = 1 << 20
+# Flask's MAX_CONTENT_LENGTH: werkzeug ends a chunked body at this limit without an
+# error, so it reads one byte more, which tells a body of MAX_BODY_BYTES from a longer one.
+MAX_CONTENT_LENGTH = MAX_BODY_BYTES + 1
+# The request models are flat; JSON's parser recurses once per level of nesting.
+MAX_BODY_DEPTH = 32
 
 
 @dataclass
@@ -41,6 +57,7 @@ class SensorApp:
     config: Config
     catalog: Catalog
     database: Database
+    availability: "DatabaseAvailability"
     started: datetime.datetime
 
     @property
@@ -65,6 +82,20 @@ class SensorApp:
             }
             for action in sorted(catalog.actions.values(), key=lambda action: action.name)
         ]
+
+    @cached_property
+    def public_actions(self) -> frozenset[str]:
+        """The configured actions that are not admin-only."""
+        return frozenset(
+            name for name, action in self.catalog.actions.items() if not action.admin_only
+        )
+
+    def may_see_action(self, user: User, action: str) -> bool:
+        """Whether ``user`` may see ``action``: an admin every action (in ``/metrics``
+        also one no longer configured), anyone else the configured actions that are
+        not admin-only. ``/capabilities`` lists, ``/metrics`` counts and schedule
+        entries name only actions their user may see."""
+        return user.is_admin or action in self.public_actions
 
 
 def sensor_app() -> SensorApp:
@@ -157,12 +188,64 @@ def _validator(model: Model, partial: bool) -> jsonschema.Draft4Validator:
     return _validators[key]
 
 
+def read_body() -> None:
+    """Read the request's body (kept for the request), or answer 413 when it is larger
+    than MAX_BODY_BYTES: at once for a declared length, after MAX_BODY_BYTES for a
+    chunked one. Run before every request (``create_app``), so that no endpoint, even
+    one that ignores the body, accepts what nginx would refuse."""
+    try:
+        too_large = len(request.get_data(cache=True)) > MAX_BODY_BYTES
+    except RequestEntityTooLarge:  # its Content-Length says so
+        too_large = True
+    if too_large:
+        bad_request("body", f"larger than the limit of {MAX_BODY_BYTES} bytes (1 MiB)", 413)
+
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_A_BRACKET = re.compile(r"[^][{}]+")
+_NESTING = {"[": 1, "{": 1, "]": -1, "}": -1}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def nesting_depth(text: str) -> int:
+    """How deep arrays and objects nest in JSON ``text``, found without parsing it
+    (strings are skipped, so brackets inside them do not count)."""
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(itertools.accumulate(map(_NESTING.__getitem__, brackets)), default=0)
+
+
+def _refuse_constant(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def request_json() -> Any:
+    """The request's body as JSON; 400 naming ``body`` when it is not JSON or nests
+    more than MAX_BODY_DEPTH levels (checked before parsing, which recurses)."""
+    if not request.is_json:
+        bad_request("body", "not a JSON object (Content-Type is not application/json)")
+    data = request.get_data(cache=True)
+    try:
+        text = data.decode(json.detect_encoding(data), "surrogatepass")
+    except UnicodeDecodeError as error:
+        bad_request("body", f"not a JSON object: {error.reason}")
+    if nesting_depth(text) > MAX_BODY_DEPTH:
+        bad_request("body", f"nested more than {MAX_BODY_DEPTH} levels deep")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as error:
+        bad_request(
+            "body", f"not a JSON object: {error.msg} at line {error.lineno} column {error.colno}"
+        )
+    except ValueError as error:  # a number beyond int's digit limit, NaN, Infinity
+        bad_request("body", f"not a JSON object: {error}")
+
+
 def validate_payload(model: Model, partial: bool = False) -> dict[str, Any]:
     """The request's JSON object, checked against ``model`` (which rejects unknown
     fields); ``partial`` (PATCH) drops the required fields. 400 naming each bad field."""
-    payload = request.get_json(silent=True)
+    payload = request_json()
     if not isinstance(payload, dict):
-        abort(400, "the request body must be a JSON object", errors={"body": "not a JSON object"})
+        bad_request("body", "not a JSON object")
     validator = _validator(model, partial)
     schema = validator.schema
     errors: dict[str, str] = {}
@@ -180,6 +263,10 @@ def validate_payload(model: Model, partial: bool = False) -> dict[str, Any]:
         # PostgreSQL text cannot hold NUL (it would answer 500); no field needs one.
         if isinstance(value, str) and "\x00" in value:
             errors.setdefault(name, "must not contain NUL characters")
+        # A \ud800 escape without its pair is valid JSON but no text: no database
+        # stores it (it would answer 500).
+        elif isinstance(value, str) and _SURROGATE.search(value):
+            errors.setdefault(name, "must not contain unpaired UTF-16 surrogates")
     if errors:
         summary = "; ".join(f"{field}: {reason}" for field, reason in sorted(errors.items()))
         abort(400, summary, errors=errors)

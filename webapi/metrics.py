@@ -1,12 +1,13 @@
 """``/metrics``: the sensor's counters and gauges in Prometheus' text format.
 
 Counters come from the database (``storage/metrics.py``), so every worker answers
-the same; gauges (health, scheduler, disk, stored data, the schedule) are measured
-now, as ``/status`` measures them. Prometheus scrapes it with the sensor's token:
-``authorization: {type: Token, credentials_file: ...}``.
+the same; a user who is not an admin sees only the counts of the actions that
+``/capabilities`` shows them. Gauges (health, scheduler, disk, stored data, the
+schedule) are measured now, as ``/status`` measures them. Prometheus scrapes it with
+the sensor's token: ``authorization: {type: Token, credentials_file: ...}``.
 """
 
-from flask import Response
+from flask import Response, g
 from flask_restx import Namespace
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -33,11 +34,15 @@ error = error_model(ns)
 
 
 def _counters() -> list[Metric]:
+    """The counters, without the samples of actions the user may not see."""
+    sensor = sensor_app()
     families: list[Metric] = []
     for metric, samples in metrics.read(session()).items():
         kind = HistogramMetricFamily if metric.is_histogram else CounterMetricFamily
         family = kind(metric.name, metric.help, labels=metric.labels)
         for labels, value in samples:
+            if "action" in labels and not sensor.may_see_action(g.user, labels["action"]):
+                continue
             values = [labels[name] for name in metric.labels]
             if metric.is_histogram:
                 family.add_metric(values, value.buckets, value.sum)

@@ -6,29 +6,40 @@ end-to-end test runs tasks through a scheduler thread as ``test_scheduler.py`` d
 """
 
 import threading
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
+from grscos.scheduler.journal import Finished
 from grscos.scheduler.scheduler import Scheduler
-from grscos.scheduler.supervisor import RunResult
 from grscos.storage import metrics, quota
 from grscos.storage.models import TaskResult, utc_now
 from tests.api import test_callbacks, test_scheduler
-from tests.api.conftest import Api
+from tests.api.conftest import ADMIN_ACTION, Api
 from tests.api.test_callbacks import queue
 from tests.api.test_scheduler import wait_for_results
+from tests.test_acquire import OWNER_FLOWGRAPH, write_config
 from tests.test_quota import SmallDisk, add_recordings
 from tests.waiting import wait_for
 
 METRICS = "/api/v1/metrics"
 # Fixtures shared with the scheduler's and the notifier's tests.
-api_config = test_scheduler.api_config
 in_thread = test_scheduler.in_thread
 notifiers = test_callbacks.notifiers
 receiver = test_callbacks.receiver
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@pytest.fixture(scope="module")
+def api_config(tmp_path_factory) -> Path:
+    """The scheduler tests' actions (``test_scheduler.py``) and the admin-only one."""
+    return write_config(
+        tmp_path_factory.mktemp("metrics-config"),
+        test_scheduler.TEST_ACTIONS + ADMIN_ACTION,
+        OWNER_FLOWGRAPH,
+    )
 
 
 def scrape(api: Api, user: str = "admin") -> Samples:
@@ -52,6 +63,32 @@ def test_metrics_need_a_token_and_any_user_may_read_them(api):
     assert response.status_code == 401
     assert "WWW-Authenticate" in response.headers
     assert value(scrape(api, user="alice"), "scos_schedule_entries", active="true") == 0
+
+
+def test_non_admins_see_the_counts_of_the_actions_they_may_see_only(api):
+    """As in /capabilities: an admin-only action, or one no longer configured, is
+    counted for admins alone."""
+    with api.database.session() as db:
+        for action in ("acquire_iq", "admin_calibrate", "retired"):
+            metrics.count(db, metrics.TASKS, action=action, status="success")
+            metrics.count(db, metrics.RECORDINGS, action=action)
+            metrics.count(db, metrics.OVERFLOWS, action=action)
+            metrics.observe(db, metrics.TASK_DURATION, 1.0, action=action)
+        metrics.count(db, metrics.NOTIFICATION_ATTEMPTS, outcome="delivered")
+
+    def actions(samples: Samples) -> set[str]:
+        return {dict(labels)["action"] for _, labels in samples if "action" in dict(labels)}
+
+    everything = {"acquire_iq", "admin_calibrate", "retired"}
+    assert actions(scrape(api, user="admin")) == everything
+    for user in ("alice", "bob"):
+        samples = scrape(api, user=user)
+        assert actions(samples) == {"acquire_iq"}
+        assert value(samples, "scos_tasks_total", action="acquire_iq", status="success") == 1
+        assert value(samples, "scos_task_duration_seconds_count", action="acquire_iq") == 1
+        assert value(samples, "scos_notification_attempts_total", outcome="delivered") == 1
+        listed = api.get("/api/v1/capabilities", user=user).json["actions"]
+        assert actions(samples) <= {action["name"] for action in listed}
 
 
 def test_a_sensor_without_scheduler_shows_it_dead_and_unhealthy(api):
@@ -142,9 +179,20 @@ def test_overflows_of_a_task_are_counted_by_action(api):
             )
         )
     folder = api.settings.data_dir / entry["id"] / str(task_id)
+    finished = Finished(
+        result_id=result_id,
+        schedule_id=entry["id"],
+        task_id=task_id,
+        action="acquire_iq",
+        folder=str(folder),
+        finished=utc_now(),
+        started=utc_now(),
+        detail=None,
+        overflows=3,
+    )
     scheduler = Scheduler(api.settings, device="sim")
     try:
-        scheduler._record(result_id, "acquire_iq", RunResult(overflows=3), utc_now(), folder)
+        scheduler._record(finished)
     finally:
         scheduler.database.dispose()
     assert value(scrape(api), "scos_overflows_total", action="acquire_iq") == 3

@@ -166,8 +166,9 @@ def test_api(case, seed):
 
 @pytest.mark.parametrize("db_backend", ["sqlite"])  # the document is the same on both
 def test_document(api):
-    """A valid Swagger 2.0 document whose every operation documents 401, and 404
-    when it has a path parameter."""
+    """A valid Swagger 2.0 document whose every operation documents 401 and 503
+    (the database unreachable), 404 when it has a path parameter, and 413 when it
+    takes a body."""
     response = api.get(SWAGGER, user=None)
     assert response.status_code == 200
     document = response.json
@@ -188,8 +189,16 @@ def test_document(api):
             if method == "parameters":
                 continue
             responses = operation["responses"]
-            if "401" not in responses:
-                missing.append(f"{method.upper()} {path}: 401")
+            for status in ("401", "503"):
+                if status not in responses:
+                    missing.append(f"{method.upper()} {path}: {status}")
+            if "Retry-After" not in responses.get("503", {}).get("headers", {}):
+                missing.append(f"{method.upper()} {path}: 503's Retry-After")
+            takes_body = any(
+                parameter["in"] == "body" for parameter in operation.get("parameters", ())
+            )
+            if takes_body and "413" not in responses:
+                missing.append(f"{method.upper()} {path}: 413")
             if "{" in path and "404" not in responses:
                 missing.append(f"{method.upper()} {path}: 404")
     assert not missing
