@@ -14,7 +14,9 @@ Every value is checked when the settings are loaded; a bad one is a
 does an unknown name in the file (a typo must not pass silently).
 """
 
+import ipaddress
 import os
+import re
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -88,6 +90,18 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "TLS verification of callback, token and manager URLs: true, false or a CA bundle file",
     ),
     "SCOS_CALLBACK_RETRIES": ("10", "delivery attempts of a notification before it fails"),
+    "SCOS_CALLBACK_HOSTS": (
+        "",
+        "hosts the operator trusts with outgoing HTTP, comma or space separated: host "
+        "names (exact, any case; *.example.org: any name under example.org), IP "
+        "addresses and CIDR networks. A callback_url may reach a loopback, link-local, "
+        "private or other non-global address only if listed (its name, or a network "
+        "holding its address). The sensor's OAuth2 token goes with notifications only "
+        "to a listed host (a listed name, or an address of a listed network written in "
+        "the URL), and a user's token goes over plain http:// only to one; elsewhere "
+        "notifications go without them. The host of SCOS_MANAGER_URL is trusted as if "
+        "listed",
+    ),
     "SCOS_MANAGER_URL": (
         "",
         "the manager's API (https://host/api/v1): the sensor associates with it at "
@@ -117,6 +131,89 @@ class SettingsError(ValueError):
     """A setting that cannot be used; the message names the variable and the reason."""
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A DNS label (RFC 1123; underscores too, which some internal names use).
+_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+MAX_NAME_LENGTH = 253
+
+
+def normal_host(host: str) -> str:
+    """``host`` as the host lists compare it: without brackets or a final dot, in lower
+    case, an IP address in its canonical form."""
+    host = host.strip().removeprefix("[").removesuffix("]").rstrip(".").lower()
+    address = host_address(host)
+    return host if address is None else str(address)
+
+
+def _check_name(entry: str, name: str) -> None:
+    labels = name.split(".")
+    if (
+        len(name) > MAX_NAME_LENGTH
+        or not all(_LABEL.fullmatch(label) for label in labels)
+        or labels[-1].isdigit()  # no top-level domain is a number: a mistyped address
+    ):
+        raise ValueError(
+            f"{entry!r} is not a host name, IP address or CIDR network (no scheme, port or path)"
+        )
+
+
+@dataclass(frozen=True)
+class HostList:
+    """The hosts of ``SCOS_CALLBACK_HOSTS``: names (exact), domains (a ``*.`` entry:
+    any name under it) and IP networks (an address is a network of one)."""
+
+    names: frozenset[str] = frozenset()
+    domains: frozenset[str] = frozenset()
+    networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "HostList":
+        """The entries of ``text``, separated by commas or white space; ValueError
+        naming the first entry that is none of a name, an address or a network."""
+        names, domains, networks = set(), set(), []
+        for entry in text.replace(",", " ").split():
+            host = normal_host(entry)
+            if host_address(host.partition("/")[0]) is not None:
+                try:
+                    networks.append(ipaddress.ip_network(host))
+                except ValueError as error:
+                    raise ValueError(f"{entry!r} is not a CIDR network: {error}") from None
+            elif host == "*":
+                raise ValueError("'*' would trust every host: list names, addresses or networks")
+            elif host.startswith("*."):
+                _check_name(entry, host[2:])
+                domains.add(host[2:])
+            else:
+                _check_name(entry, host)
+                names.add(host)
+        return cls(frozenset(names), frozenset(domains), tuple(networks))
+
+    def lists_name(self, host: str) -> bool:
+        """Whether the host name ``host`` is listed, exactly or under a domain."""
+        name = normal_host(host)
+        return name in self.names or any(name.endswith(f".{domain}") for domain in self.domains)
+
+    def lists_address(self, address: IPAddress) -> bool:
+        """Whether ``address`` is in a listed network."""
+        return any(
+            address.version == network.version and address in network for network in self.networks
+        )
+
+    def lists(self, host: str) -> bool:
+        """Whether ``host`` (a name, or an IP address as a URL writes it) is listed."""
+        address = host_address(normal_host(host))
+        return self.lists_name(host) if address is None else self.lists_address(address)
+
+
+def host_address(host: str) -> IPAddress | None:
+    """The IP address that ``host`` (in its normal form) writes; None for a name."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -137,6 +234,7 @@ class Settings:
     oauth_client_secret: str | None = field(default=None, repr=False)
     callback_verify: bool | Path = True
     callback_retries: int = 10
+    callback_hosts: HostList = HostList()
     manager_url: str | None = None
     manager_token: str | None = field(default=None, repr=False)
     sigan: str = "sim"
@@ -263,6 +361,10 @@ class Settings:
                     f"SCOS_CALLBACK_VERIFY: must be true, false or a CA bundle file, "
                     f"and there is no {callback_verify}"
                 )
+        try:
+            callback_hosts = HostList.parse(get("SCOS_CALLBACK_HOSTS") or "")
+        except ValueError as error:
+            raise SettingsError(f"SCOS_CALLBACK_HOSTS: {error}") from None
         manager_url = get("SCOS_MANAGER_URL")
         if manager_url is not None:
             _check_http_url("SCOS_MANAGER_URL", manager_url)
@@ -305,6 +407,7 @@ class Settings:
             oauth_client_secret=oauth["SCOS_OAUTH_CLIENT_SECRET"],
             callback_verify=callback_verify,
             callback_retries=whole("SCOS_CALLBACK_RETRIES", 1),
+            callback_hosts=callback_hosts,
             manager_url=manager_url,
             manager_token=get("SCOS_MANAGER_TOKEN"),
             sigan=sigan,

@@ -12,8 +12,9 @@ down at boot, or refuses the sensor until its owner registers it, is tried again
 
 Credentials: ``Authorization: Bearer`` from the OAuth2 client-credentials grant
 when ``SCOS_OAUTH_*`` is configured, else ``Authorization: Token
-<SCOS_MANAGER_TOKEN>`` when set, else none. TLS certificates are verified as
-``SCOS_CALLBACK_VERIFY`` says; redirects are not followed.
+<SCOS_MANAGER_TOKEN>`` when set, else none. The manager's URL is the operator's
+setting: trusted, its address is not checked (``outbound.py``). TLS certificates are
+verified as ``SCOS_CALLBACK_VERIFY`` says; redirects are not followed.
 """
 
 import logging
@@ -22,7 +23,9 @@ import threading
 import requests
 
 from ..settings import Settings
+from .backoff import Backoff
 from .callbacks import DeliveryError, OAuthClient, describe_answer, describe_error, tls_verify
+from .outbound import http_session
 
 logger = logging.getLogger(__name__)
 
@@ -46,17 +49,16 @@ def association_request(sensor_id: str, name: str) -> dict:
 class Associator:
     """Sends the association request from a thread until the manager accepts it.
     ``state`` is ``pending`` or ``associated``; ``attempts`` and ``last_error``
-    say how it went. ``backoff_base`` and ``backoff_cap`` are seconds."""
+    say how it went; ``backoff`` spaces the attempts."""
 
-    backoff_base = 1.0
-    backoff_cap = 300.0
+    backoff = Backoff(1.0, 300.0)
 
     def __init__(self, settings: Settings, sensor_id: str, name: str | None = None):
         self.url = settings.manager_url.rstrip("/") + "/sensors"
         self.request = association_request(sensor_id, name or sensor_id)
         self.token = settings.manager_token
         self.verify = tls_verify(settings)
-        self.http = requests.Session()
+        self.http = http_session()
         self.oauth = (
             OAuthClient(settings, self.http, TIMEOUT_SECONDS) if settings.oauth_configured else None
         )
@@ -74,9 +76,6 @@ class Associator:
         self._thread.join(TIMEOUT_SECONDS + 1)
         self.http.close()
 
-    def delay(self, attempts: int) -> float:
-        return min(self.backoff_cap, self.backoff_base * 2 ** max(attempts - 1, 0))
-
     def _run(self) -> None:
         while not self._stopping.is_set():
             self.attempts += 1
@@ -84,7 +83,7 @@ class Associator:
                 self._associate()
             except DeliveryError as error:
                 self.last_error = str(error)
-                wait = self.delay(self.attempts)
+                wait = self.backoff.delay(self.attempts)
                 logger.warning(
                     "manager association with %s failed (attempt %d): %s; next in %g s",
                     self.url,

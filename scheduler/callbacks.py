@@ -9,16 +9,26 @@ commits, delivers it; the scheduler never waits for a callback. A 2xx answer is
 ``delivered``; anything else (an error status, a refused connection, a timeout, a
 TLS failure) counts an attempt and the next one is due after a backoff (1 s, 2 s,
 4 s, ... at most 5 min), until ``SCOS_CALLBACK_RETRIES`` attempts have failed:
-then it is ``failed`` and ``last_error`` says why. Notifications live in the
-database, so those still ``pending`` are retried after a restart; the thread sleeps
-until the earliest next attempt.
+then it is ``failed`` and ``last_error`` says why. A destination the sensor must
+not send to (``outbound.py``: a host that connects to a loopback, private, ...
+address without being listed in ``SCOS_CALLBACK_HOSTS``) fails it at once.
+Notifications live in the database, so those still ``pending`` are retried after a
+restart; the thread sleeps until the earliest next attempt.
 
-Credentials: ``Authorization: Token <token>``, the token that set the entry's
-callback_url, kept encrypted (``storage/credentials.py``) and sent only to that
-URL; or, with ``SCOS_CALLBACK_AUTH=oauth`` or ``SCOS_AUTH=jwt``, ``Authorization:
+The database may be unreachable for a while (a restart, a failover): the thread
+records the outage (``storage/outage.py``, shown by ``/status``), waits (1 s, 2 s,
+... at most 30 s) and tries again. An attempt made just before the database went
+away is kept in memory and recorded once it is back, so a delivered notification is
+not sent again (unless the process ends before: delivery is at least once).
+
+Credentials (``outbound.py`` says where each may go): ``Authorization: Token
+<token>``, the token that set the entry's callback_url, kept encrypted
+(``storage/credentials.py``) and sent only to that URL, over https:// or to a listed
+host; or, with ``SCOS_CALLBACK_AUTH=oauth`` or ``SCOS_AUTH=jwt``, ``Authorization:
 Bearer <access token>`` from the OAuth2 client-credentials grant, cached until it
-expires. TLS certificates are verified as ``SCOS_CALLBACK_VERIFY`` says. Redirects
-are not followed (a credential goes to the URL it was given for, and nowhere else).
+expires, to listed hosts only. Elsewhere the notification goes without credentials.
+TLS certificates are verified as ``SCOS_CALLBACK_VERIFY`` says. Redirects are not
+followed (a credential goes to the URL it was given for, and nowhere else).
 """
 
 import datetime
@@ -43,6 +53,9 @@ from ..storage.models import (
     format_utc,
     utc_now,
 )
+from ..storage.outage import OutageRecord, describe, unreachable
+from .backoff import DATABASE_RETRY, Backoff
+from .outbound import DestinationError, OutboundPolicy, http_session, parse_url
 
 logger = logging.getLogger(__name__)
 
@@ -167,14 +180,23 @@ class _Due:
     credential: str | None
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """A delivery attempt, until it is recorded: when, and its error if it failed."""
+
+    notification_id: int
+    at: datetime.datetime
+    error: DeliveryError | None
+
+
 class Notifier:
     """Delivers the pending notifications of ``database`` from a thread
-    (:meth:`start`, :meth:`stop`). ``backoff_base`` and ``backoff_cap`` (seconds)
-    shape the retries: attempt n failed, the next is due ``min(cap, base * 2**(n-1))``
-    later."""
+    (:meth:`start`, :meth:`stop`). ``backoff`` shapes the retries of a notification
+    (attempt n failed: the next is due ``backoff.delay(n)`` later);
+    ``outage_backoff`` the waits while the database is unreachable."""
 
-    backoff_base = 1.0
-    backoff_cap = 300.0
+    backoff = Backoff(1.0, 300.0)
+    outage_backoff = DATABASE_RETRY
     timeout = 10.0  # seconds, of each HTTP request
     batch = 20  # notifications read per query
 
@@ -183,12 +205,16 @@ class Notifier:
         self.settings = settings
         self.sensor_id = sensor
         self.verify = tls_verify(settings)
-        self.http = requests.Session()
+        self.policy = OutboundPolicy(settings)
+        self.http = http_session(self.policy)
         self.oauth = (
-            OAuthClient(settings, self.http, self.timeout)
+            # The token endpoint is the operator's setting: trusted, not checked.
+            OAuthClient(settings, http_session(), self.timeout)
             if settings.callback_oauth and settings.oauth_configured
             else None
         )
+        self.outages = OutageRecord(settings.home)
+        self._unsettled: list[_Attempt] = []  # made, not yet recorded (thread only)
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -244,22 +270,43 @@ class Notifier:
                 logger.warning("a notification delivery was still under way at shutdown")
 
     def _run(self) -> None:
+        outage_failures = 0  # in a row
         while not self._stopping.is_set():
             self._wakeup.clear()
             try:
                 wait = self.deliver_due()
-            except Exception:
-                logger.exception("acquisition notifications: cannot read or update them")
-                wait = 5.0
+            except Exception as error:
+                if not unreachable(error):
+                    logger.exception("acquisition notifications: cannot read or update them")
+                    wait = 5.0
+                else:
+                    outage_failures += 1
+                    self.outages.failed(error)
+                    wait = self.outage_backoff.delay(outage_failures)
+                    if outage_failures == 1:
+                        logger.warning(
+                            "acquisition notifications wait for the database (%s); "
+                            "trying again every %g s at most",
+                            describe(error),
+                            self.outage_backoff.cap,
+                        )
+            else:
+                if outage_failures:
+                    outage_failures = 0
+                    self.outages.recovered()
             self._wakeup.wait(wait)
-
-    def delay(self, attempts: int) -> float:
-        """Seconds from the ``attempts``-th failed attempt to the next."""
-        return min(self.backoff_cap, self.backoff_base * 2 ** max(attempts - 1, 0))
+        if self._unsettled:
+            logger.warning(
+                "%d notification attempt(s) could not be recorded (the database is "
+                "unreachable): they will be made again",
+                len(self._unsettled),
+            )
 
     def deliver_due(self) -> float:
-        """Try every notification that is due; the seconds until the next one is."""
+        """Record the attempts kept from an outage, then try every notification that
+        is due; the seconds until the next one is."""
         while not self._stopping.is_set():
+            self._settle_kept()
             with self.database.sessions() as db:
                 due = [
                     _Due(*row)
@@ -306,21 +353,45 @@ class Notifier:
         except Exception as problem:  # a bug must not retry the same one forever
             logger.exception("notification %d", notification.id)
             error = DeliveryError(describe_error(problem))
-        self._settle(notification.id, error)
+        self._unsettled.append(_Attempt(notification.id, utc_now(), error))
+        self._settle_kept()
+
+    def _authorization(self, notification: _Due) -> str | None:
+        """The Authorization header the notification may carry, if any."""
+        if self.settings.callback_oauth:
+            if self.oauth is None:
+                return None
+            if not self.policy.trusts(notification.url):
+                logger.info(
+                    "notification %d goes without the sensor's OAuth2 token: its host is "
+                    "not listed in SCOS_CALLBACK_HOSTS",
+                    notification.id,
+                )
+                return None
+            return f"Bearer {self.oauth.token()}"
+        # The credential was kept for the entry's current callback_url only.
+        if not notification.credential or notification.entry_url != notification.url:
+            return None
+        if not self.policy.may_send_token(notification.url):
+            logger.info(
+                "notification %d goes without its token: plain http:// to a host not "
+                "listed in SCOS_CALLBACK_HOSTS",
+                notification.id,
+            )
+            return None
+        try:
+            token = credentials.decrypt(self.settings.secret_key_file, notification.credential)
+        except credentials.CredentialError as problem:
+            raise DeliveryError(str(problem), final=True) from problem
+        return f"Token {token}"
 
     def _post(self, notification: _Due) -> None:
         headers = {"Content-Type": "application/json"}
-        if self.settings.callback_oauth:
-            if self.oauth is not None:
-                headers["Authorization"] = f"Bearer {self.oauth.token()}"
-        elif notification.credential and notification.entry_url == notification.url:
-            # The credential was kept for the entry's current callback_url only.
-            try:
-                token = credentials.decrypt(self.settings.secret_key_file, notification.credential)
-            except credentials.CredentialError as problem:
-                raise DeliveryError(str(problem), final=True) from problem
-            headers["Authorization"] = f"Token {token}"
         try:
+            parse_url(notification.url)  # stored before the rules, perhaps
+            authorization = self._authorization(notification)
+            if authorization is not None:
+                headers["Authorization"] = authorization
             response = self.http.post(
                 notification.url,
                 data=json.dumps(notification.payload),
@@ -329,6 +400,8 @@ class Notifier:
                 verify=self.verify,
                 allow_redirects=False,
             )
+        except DestinationError as refusal:  # retrying cannot help
+            raise DeliveryError(f"not sent: {refusal}", final=True) from refusal
         except requests.RequestException as problem:
             raise DeliveryError(describe_error(problem)) from problem
         if not 200 <= response.status_code < 300:
@@ -336,13 +409,29 @@ class Notifier:
                 self.oauth.forget()  # perhaps revoked: get another next time
             raise DeliveryError(describe_answer(response))
 
-    def _settle(self, notification_id: int, error: DeliveryError | None) -> None:
+    def _settle_kept(self) -> None:
+        """Record the attempts made, oldest first; each stays kept while the database
+        is unreachable."""
+        while self._unsettled:
+            attempt = self._unsettled[0]
+            try:
+                self._settle(attempt)
+            except Exception as error:
+                if unreachable(error):
+                    raise
+                # A bug: dropped, not retried forever (the notification stays pending).
+                logger.exception(
+                    "notification %d: its attempt cannot be recorded", attempt.notification_id
+                )
+            self._unsettled.pop(0)
+
+    def _settle(self, attempt: _Attempt) -> None:
+        error, now = attempt.error, attempt.at
         with self.database.session() as db:
-            notification = db.get(Notification, notification_id)
+            notification = db.get(Notification, attempt.notification_id)
             if notification is None or notification.state != "pending":
                 return  # its task result was deleted meanwhile
             notification.attempts += 1
-            now = utc_now()
             task = notification.task_result
             fields = {"schedule_id": task.schedule_entry_id, "task_id": task.task_id}
             outcome = "error" if error else "delivered"
@@ -373,7 +462,7 @@ class Notifier:
                     extra=fields,
                 )
                 return
-            delay = self.delay(notification.attempts)
+            delay = self.backoff.delay(notification.attempts)
             notification.next_attempt = now + datetime.timedelta(seconds=delay)
             logger.warning(
                 "notification %d to %s, attempt %d: %s; next in %g s",

@@ -71,6 +71,7 @@ from ..storage.outage import OutageRecord, describe, unreachable
 from ..storage.results import add_recordings
 from . import protocol, series
 from .association import Associator
+from .backoff import DATABASE_RETRY, Backoff
 from .callbacks import Notifier
 from .journal import Finished, Journal
 from .pool import RunnerPool
@@ -91,13 +92,11 @@ STOP_CHECK_SECONDS = 0.5  # how often a running task's entry is checked for dele
 MIN_LEAD_SECONDS = 0.5
 MAX_LEAD_SECONDS = 30.0
 BUILDS_REMEMBERED = 20
-# Retries: 1 s, 2 s, 4 s ... at most this long between attempts to reach the database
-# (an outage may last hours: keep trying), or after an unexpected error in the loop.
-DATABASE_RETRY_CAP_SECONDS = 30.0
-ERROR_RETRY_CAP_SECONDS = 60.0
+# After an unexpected error in the loop: 1 s, 2 s, 4 s ... at most a minute.
+ERROR_RETRY = Backoff(1.0, 60.0)
 # Unexpected errors in a row (no step of the loop succeeding between them) after which
 # the scheduler exits with TOO_MANY_FAILURES_STATUS: a fresh process may not have
-# whatever state keeps failing. About five minutes of retrying with the backoff above.
+# whatever state keeps failing. About five minutes of retrying with ERROR_RETRY.
 MAX_UNEXPECTED_ERRORS = 10
 # The data folder of a task id the database does not know (a lost database write) is
 # never written over: its id is skipped, at most this many in a row.
@@ -122,11 +121,6 @@ class Clock:
     def sleep(self, wake_listener: WakeListener, seconds: float) -> bool:
         """Sleep ``seconds`` (0: only look); True if woken (the schedule changed)."""
         return wake_listener.wait(max(seconds, 0.0))
-
-
-def backoff(attempt: int, cap: float) -> float:
-    """Seconds before retry number ``attempt`` (1, 2, ...): 1, 2, 4, ... at most ``cap``."""
-    return min(cap, 2.0 ** max(attempt - 1, 0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,7 +324,7 @@ class Scheduler:
         """After a step of the loop raised: wait, and say whether to go on."""
         if unreachable(error):
             self.outage.failed(error)
-            delay = backoff(errors, DATABASE_RETRY_CAP_SECONDS)
+            delay = DATABASE_RETRY.delay(errors)
             logger.warning(
                 "the database is unreachable (%s); retrying in %g s", describe(error), delay
             )
@@ -345,7 +339,7 @@ class Scheduler:
             self.exit_status = TOO_MANY_FAILURES_STATUS
             return False
         else:
-            delay = backoff(errors, ERROR_RETRY_CAP_SECONDS)
+            delay = ERROR_RETRY.delay(errors)
             logger.error(
                 "unexpected error in the scheduler's loop; it goes on in %g s",
                 delay,
@@ -367,7 +361,7 @@ class Scheduler:
                     raise
                 attempt += 1
                 self.outage.failed(error)
-                delay = backoff(attempt, DATABASE_RETRY_CAP_SECONDS)
+                delay = DATABASE_RETRY.delay(attempt)
                 logger.warning(
                     "the database is unreachable (%s); retrying in %g s", describe(error), delay
                 )
@@ -706,7 +700,7 @@ class Scheduler:
                         self.journal.directory,
                     )
                     return
-                delay = backoff(attempt, DATABASE_RETRY_CAP_SECONDS)
+                delay = DATABASE_RETRY.delay(attempt)
                 logger.warning(
                     "the database is unreachable (%s): recording the task's result again in %g s",
                     describe(error),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from grscos.scheduler.association import Associator
+from grscos.scheduler.backoff import Backoff
 from grscos.scheduler.scheduler import Scheduler
 from grscos.settings import Settings, SettingsError
 from tests.api.callback_receiver import Receiver
@@ -38,8 +39,7 @@ def manager():
 
 @pytest.fixture
 def fast_backoff(monkeypatch):
-    monkeypatch.setattr(Associator, "backoff_base", BACKOFF)
-    monkeypatch.setattr(Associator, "backoff_cap", BACKOFF)
+    monkeypatch.setattr(Associator, "backoff", Backoff(BACKOFF, BACKOFF))
 
 
 @pytest.mark.usefixtures("fast_backoff")
@@ -54,9 +54,14 @@ def test_the_scheduler_associates_at_start_up_retrying_until_accepted(tmp_path, 
         assert "refused" in associator.last_error.lower(), associator.last_error
         manager.status = 503  # up, but not ready
         manager.start()
-        wait_for(lambda: manager.requests, 5, "a request to the manager")
+        # The manager records a request before it answers: wait for the answer's effect.
+        wait_for(
+            lambda: "HTTP 503" in associator.last_error,
+            5,
+            lambda: f"the 503 answer recorded; last_error: {associator.last_error}",
+        )
+        assert manager.requests
         assert associator.state == "pending"
-        assert "HTTP 503" in associator.last_error, associator.last_error
         manager.status = 201
         wait_for(lambda: associator.state == "associated", 5, "the association accepted")
         accepted = len(manager.requests)

@@ -3,6 +3,7 @@ file (the format of systemd's EnvironmentFile and compose's env_file), checked a
 start-up with errors that name the setting; ``gr-scos config`` and ``db``."""
 
 import dataclasses
+import ipaddress
 import os
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from grscos import settings as settings_module
-from grscos.settings import VARIABLES, Settings, SettingsError, example_file
+from grscos.settings import VARIABLES, HostList, Settings, SettingsError, example_file
 
 REPO = Path(__file__).resolve().parents[1]
 GR_SCOS = REPO / ".venv" / "bin" / "gr-scos"
@@ -110,11 +111,44 @@ def test_an_unreadable_settings_file_is_refused(tmp_path):
         ("SCOS_API_WORKERS", "0", r"must be a whole number of at least 1"),
         ("SCOS_DATABASE_URL", "mysql://x", r"must be a sqlite:/// or postgresql\+psycopg://"),
         ("SCOS_MANAGER_URL", "manager", r"must be an absolute http"),
+        (
+            "SCOS_CALLBACK_HOSTS",
+            "ok.example https://receiver.example",
+            r"'https://receiver.example' is not a host name, IP address or CIDR network",
+        ),
+        ("SCOS_CALLBACK_HOSTS", "receiver.example:8443", r"'receiver.example:8443' is not a host"),
+        ("SCOS_CALLBACK_HOSTS", "10.0.0.1/8", r"'10.0.0.1/8' is not a CIDR network: .*host bits"),
+        ("SCOS_CALLBACK_HOSTS", "10.0.0.0/33", r"'10.0.0.0/33' is not a CIDR network"),
+        ("SCOS_CALLBACK_HOSTS", "10.0.0", r"'10.0.0' is not a host name"),
+        ("SCOS_CALLBACK_HOSTS", "bad_-.example", r"'bad_-.example' is not a host name"),
+        ("SCOS_CALLBACK_HOSTS", "*", r"'\*' would trust every host"),
     ],
 )
 def test_every_bad_value_is_refused_naming_the_setting(name, value, error):
     with pytest.raises(SettingsError, match=rf"^{name}: {error}"):
         Settings.from_env({name: value})
+
+
+def test_callback_hosts_are_names_domains_addresses_and_networks(tmp_path):
+    file = tmp_path / "gr-scos.conf"
+    file.write_text(
+        'SCOS_CALLBACK_HOSTS="Receiver.Example., *.fleet.example  10.0.0.0/8,[fd00::1] 192.0.2.7"\n'
+    )
+    hosts = Settings.load({}, file).callback_hosts
+    assert hosts == HostList(
+        names=frozenset({"receiver.example"}),
+        domains=frozenset({"fleet.example"}),
+        networks=(
+            ipaddress.ip_network("10.0.0.0/8"),
+            ipaddress.ip_network("fd00::1/128"),
+            ipaddress.ip_network("192.0.2.7/32"),
+        ),
+    )
+    assert [hosts.lists(host) for host in ("RECEIVER.example", "a.b.fleet.example")] == [True] * 2
+    assert [hosts.lists(host) for host in ("fleet.example", "receiver.example.org")] == [False] * 2
+    assert [hosts.lists(host) for host in ("10.200.0.1", "[fd00::1]", "192.0.2.7")] == [True] * 3
+    assert [hosts.lists(host) for host in ("11.0.0.1", "fd00::2", "192.0.2.8")] == [False] * 3
+    assert Settings.from_env({}).callback_hosts == HostList()
 
 
 def test_files_of_their_own_replace_those_of_the_configuration_directory(tmp_path):

@@ -20,7 +20,7 @@ or an admin may change or delete an entry.
 import copy
 import datetime
 import re
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from flask import g
 from flask_restx import Namespace, abort, fields, inputs
@@ -28,6 +28,7 @@ from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ..scheduler import series
+from ..scheduler.outbound import DestinationError, OutboundPolicy
 from ..scheduler.wake import wake
 from ..storage import credentials
 from ..storage.models import (
@@ -97,7 +98,10 @@ _writable = {
     "callback_url": fields.String(
         max_length=URL_LENGTH,
         pattern=r"^https?://",
-        description="where each task's acquisition notification is POSTed",
+        description=(
+            "where each task's acquisition notification is POSTed; a loopback, link-local "
+            "or private host only if listed in SCOS_CALLBACK_HOSTS; no user:password@"
+        ),
     ),
 }
 
@@ -190,7 +194,7 @@ def visible_entries() -> Select:
     user = g.user
     if user.is_admin:
         return query
-    public_actions = [name for name, action in _actions().items() if not action.admin_only]
+    public_actions = sensor_app().public_actions
     return query.where(
         or_(
             ScheduleEntry.owner_id == user.id,
@@ -249,14 +253,9 @@ def render_entry(entry: ScheduleEntry) -> dict:
     }
 
 
-def _actions():
-    return sensor_app().catalog.actions
-
-
 def _check_action(name: str) -> None:
-    actions = {
-        action.name for action in _actions().values() if g.user.is_admin or not action.admin_only
-    }
+    sensor = sensor_app()
+    actions = {action for action in sensor.catalog.actions if sensor.may_see_action(g.user, action)}
     if name not in actions:
         bad_request("action", f"unknown action {name!r}; schedulable: {', '.join(sorted(actions))}")
 
@@ -269,15 +268,12 @@ def derive_schedule_id(name: str) -> str:
 
 
 def _check_callback(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
-        bad_request("callback_url", "must be an absolute http:// or https:// URL with a host")
+    """400 naming callback_url unless the sensor may send notifications to ``url``
+    (``scheduler/outbound.py``: its form, and where its host resolves to now)."""
     try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0:
-        bad_request("callback_url", "has an invalid port")
+        OutboundPolicy(sensor_app().settings).check_callback_url(url)
+    except DestinationError as refusal:
+        bad_request("callback_url", str(refusal))
 
 
 def apply_payload(entry: ScheduleEntry, payload: dict, replace: bool) -> None:
@@ -311,7 +307,8 @@ def apply_payload(entry: ScheduleEntry, payload: dict, replace: bool) -> None:
     entry.priority = given("priority", DEFAULT_PRIORITY)
     entry.is_private = given("is_private", False)
     entry.callback_url = given("callback_url")
-    if entry.callback_url is not None:
+    if "callback_url" in payload and entry.callback_url is not None:
+        # Only when given: an unchanged URL is checked again at each delivery.
         _check_callback(entry.callback_url)
     stop_field = "relative_stop" if "relative_stop" in payload else "stop"
     if entry.stop is not None:

@@ -1,8 +1,10 @@
 """A real callback server for the tests: HTTP (or HTTPS) on 127.0.0.1, in a thread.
 
-It records what it is sent, answers notifications with the status a test sets,
-serves OAuth2 client-credentials tokens at ``/token``, and can be stopped and
-started again on the same port (a callback server that is down, then back).
+It records what it is sent, answers notifications with the status a test sets
+(once ``answering`` is set: a test may hold the answers back), serves OAuth2
+client-credentials tokens at ``/token``, and can be stopped and started again on the
+same port (a callback server that is down, then back). Its URLs may name it by
+address (127.0.0.1) or by name (``localhost``).
 """
 
 import dataclasses
@@ -11,6 +13,8 @@ import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ANSWER_TIMEOUT = 120.0  # seconds a held answer waits at most (a test that forgot it)
 
 
 @dataclasses.dataclass
@@ -37,10 +41,12 @@ class Receiver:
         self.token_requests: list[Received] = []
         self.tokens_issued = 0
         self.server: ThreadingHTTPServer | None = None
+        self.answering = threading.Event()  # cleared: a notification waits for its answer
+        self.answering.set()
 
-    def url(self, path: str = "/callback") -> str:
+    def url(self, path: str = "/callback", host: str = "127.0.0.1") -> str:
         scheme = "https" if self.tls else "http"
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
+        return f"{scheme}://{host}:{self.port}{path}"
 
     def start(self) -> None:
         receiver = self
@@ -62,6 +68,7 @@ class Receiver:
                     )
                 else:
                     receiver.requests.append(received)
+                    receiver.answering.wait(ANSWER_TIMEOUT)
                     status, answer = receiver.status, {"ok": receiver.status == 200}
                     if status >= 400:
                         answer = {"error": "boom"}

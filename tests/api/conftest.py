@@ -1,8 +1,10 @@
 """A sensor API per test, on SQLite and on a real PostgreSQL server (``db_backend``).
 
 ``api`` is the running app with three users (an admin, alice and bob) and helpers
-to call it as one of them; ``recordings`` holds real SigMF recordings made once per
-session by the simulated sensor, which ``api.add_task`` attaches to task results.
+to call it as one of them; its settings are the defaults with ``api_settings``
+(a fixture a test module may override). ``recordings`` holds real SigMF recordings
+made once per session by the simulated sensor, which ``api.add_task`` attaches to
+task results.
 """
 
 import datetime
@@ -17,7 +19,7 @@ import pytest
 
 from grscos.acquire import acquire
 from grscos.config import Config
-from grscos.settings import Settings
+from grscos.settings import HostList, Settings
 from grscos.storage import users
 from grscos.storage.database import Database
 from grscos.storage.models import ScheduleEntry, TaskResult, utc_now
@@ -25,6 +27,8 @@ from grscos.storage.results import add_recordings
 from grscos.webapi import create_app
 from tests.pg_server import PostgresServer
 
+# The tests' callback receivers (callback_receiver.py) listen there.
+RECEIVER_HOSTS = HostList.parse("127.0.0.1")
 DEFAULT_ACTIONS = Path(__file__).resolve().parents[2] / "actions" / "actions.yaml"
 ADMIN_ACTION = """
   - name: admin_calibrate
@@ -171,15 +175,17 @@ class Api:
 
 
 def make_api(
-    tmp_path: Path, database_url: str, config_dir: Path, auth: str = "token", **jwt
+    tmp_path: Path, database_url: str, config_dir: Path, auth: str = "token", **settings_fields
 ) -> Api:
+    """An app on ``database_url`` with ``settings_fields`` (Settings fields) set, and,
+    with token auth, its three users."""
     settings = Settings(
         home=tmp_path,
         database_url=database_url,
         data_dir=tmp_path / "data",
         config_dir=config_dir,
         auth=auth,
-        **jwt,
+        **settings_fields,
     )
     app = create_app(settings)
     sensor = app.extensions["scos"]
@@ -200,8 +206,15 @@ def database_url(db_backend, tmp_path, request, migrated_templates) -> str:
 
 
 @pytest.fixture
-def api(tmp_path, database_url, api_config) -> Iterator[Api]:
-    sensor = make_api(tmp_path, database_url, api_config)
+def api_settings() -> dict:
+    """Settings fields of ``api``: the callback receivers' address listed in
+    SCOS_CALLBACK_HOSTS (a module that tests other settings overrides this)."""
+    return {"callback_hosts": RECEIVER_HOSTS}
+
+
+@pytest.fixture
+def api(tmp_path, database_url, api_config, api_settings) -> Iterator[Api]:
+    sensor = make_api(tmp_path, database_url, api_config, **api_settings)
     yield sensor
     sensor.database.dispose()
 

@@ -26,13 +26,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import select
 
+from grscos.scheduler.backoff import Backoff
 from grscos.scheduler.callbacks import Notifier
+from grscos.scheduler.journal import Finished
 from grscos.scheduler.scheduler import Scheduler
-from grscos.scheduler.supervisor import RunError, RunResult
-from grscos.settings import Settings, SettingsError
+from grscos.settings import HostList, Settings, SettingsError
 from grscos.storage import credentials
 from grscos.storage.database import Database
-from grscos.storage.models import Notification, ScheduleEntry, TaskResult
+from grscos.storage.models import Notification, ScheduleEntry, TaskResult, utc_now
+from grscos.storage.outage import OutageRecord
 from tests.api.callback_receiver import Receiver
 from tests.api.conftest import Api, make_api
 from tests.waiting import wait_for
@@ -141,7 +143,7 @@ def notifiers(api) -> Iterator[Callable[..., Notifier]]:
     def make(database: Database | None = None, **overrides) -> Notifier:
         settings = dataclasses.replace(api.settings, **overrides)
         notifier = Notifier(database or api.database, settings, SENSOR)
-        notifier.backoff_base, notifier.backoff_cap = BASE, CAP
+        notifier.backoff = notifier.outage_backoff = Backoff(BASE, CAP)
         made.append(notifier)
         return notifier
 
@@ -273,7 +275,7 @@ def test_error_answers_back_off_and_the_retry_limit_fails_it(api, notifiers, rec
     task_id = api.add_task(entry["id"])
     receiver.status = 500
     notifier = notifiers(callback_retries=5)
-    assert [notifier.delay(n) for n in range(1, 6)] == [BASE, 2 * BASE, 4 * BASE, CAP, CAP]
+    assert [notifier.backoff.delay(n) for n in range(1, 6)] == [BASE, 2 * BASE, 4 * BASE, CAP, CAP]
     notifier.start()
     queue(api, notifier, entry["id"], task_id)
 
@@ -366,6 +368,154 @@ def test_oauth_client_credentials_give_a_bearer_token(api, notifiers, receiver, 
     assert parse_qs(token_request.body.decode()) == {"grant_type": ["client_credentials"]}
 
 
+# --- where notifications go, and with which credentials (scheduler/outbound.py) --------
+
+# The receivers' loopback network listed in SCOS_CALLBACK_HOSTS: a URL may name a
+# receiver by address (127.0.0.1, in a listed network: listed) or by name
+# (localhost: allowed, as it resolves into a listed network, but not listed itself).
+LOOPBACK_NETWORK = {"callback_hosts": HostList.parse("127.0.0.0/8 ::1")}
+OAUTH = {
+    "callback_auth": "oauth",
+    "oauth_client_id": "sensor-7",
+    "oauth_client_secret": "s3cret",
+}
+UNLISTED = "; not allowed unless listed in SCOS_CALLBACK_HOSTS"
+
+
+def deliver_all(api: Api, notifier: Notifier, entries: list[dict]) -> None:
+    """Queue a task of each entry with ``notifier`` and wait until all are delivered."""
+    tasks = [(entry["id"], api.add_task(entry["id"])) for entry in entries]
+    notifier.start()
+    for schedule_id, task_id in tasks:
+        queue(api, notifier, schedule_id, task_id)
+    for schedule_id, task_id in tasks:
+        wait_for(in_state(api, schedule_id, task_id, "delivered"))
+
+
+@pytest.mark.parametrize(
+    ("api_settings", "sent"),
+    [
+        pytest.param(LOOPBACK_NETWORK, {"/address": "Bearer access-1", "/name": None}, id="net"),
+        pytest.param(
+            {"callback_hosts": HostList.parse("localhost 127.0.0.1")},
+            {"/address": "Bearer access-1", "/name": "Bearer access-1"},
+            id="name-and-address",
+        ),
+    ],
+)
+def test_the_sensors_oauth_token_goes_only_to_listed_hosts(api, notifiers, receiver, sent):
+    entries = [
+        api.schedule("alice", callback_url=receiver.url("/address")),
+        api.schedule("alice", callback_url=receiver.url("/name", host="localhost")),
+    ]
+    deliver_all(api, notifiers(oauth_token_url=receiver.url("/token"), **OAUTH), entries)
+    assert {r.path: r.headers.get("Authorization") for r in receiver.requests} == sent
+    assert len(receiver.token_requests) == 1
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+@pytest.mark.parametrize("api_settings", [LOOPBACK_NETWORK], ids=["loopback-listed"])
+def test_a_users_token_goes_over_plain_http_only_to_a_listed_host(
+    api, notifiers, receiver, tls_receiver
+):
+    entries = [
+        api.schedule("alice", callback_url=receiver.url("/listed")),
+        api.schedule("bob", callback_url=receiver.url("/unlisted", host="localhost")),
+        # The certificate names 127.0.0.1 only: not verified here.
+        api.schedule("bob", callback_url=tls_receiver.url("/https", host="localhost")),
+    ]
+    deliver_all(api, notifiers(callback_verify=False), entries)
+    assert {r.path: r.headers.get("Authorization") for r in receiver.requests} == {
+        "/listed": f"Token {api.tokens['alice']}",
+        "/unlisted": None,
+    }
+    (secure,) = tls_receiver.requests
+    assert secure.headers["Authorization"] == f"Token {api.tokens['bob']}"
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        pytest.param("127.0.0.1", f"127.0.0.1 is a loopback address{UNLISTED}", id="address"),
+        pytest.param(
+            "localhost", f"localhost is at 127.0.0.1, a loopback address{UNLISTED}", id="name"
+        ),
+    ],
+)
+@pytest.mark.parametrize("api_settings", [LOOPBACK_NETWORK], ids=["loopback-listed"])
+def test_an_address_allowed_when_set_but_not_when_delivered_is_refused_then(
+    api, notifiers, receiver, host, reason
+):
+    """The address the connection reaches is checked, not only the one the API saw
+    (DNS rebinding): here the operator stops listing the loopback network."""
+    entry = api.schedule("alice", callback_url=receiver.url(host=host))
+    task_id = api.add_task(entry["id"])
+    notifier = notifiers(callback_hosts=HostList())
+    notifier.start()
+    queue(api, notifier, entry["id"], task_id)
+
+    shown = wait_for(in_state(api, entry["id"], task_id, "failed"))
+    assert shown["attempts"] == 1  # final: retrying cannot help
+    assert shown["last_error"] == f"not sent: {reason}"
+    assert receiver.requests == []
+
+
+# --- database outages ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"])
+def test_a_database_outage_is_recorded_and_ridden_through(api, notifiers, receiver, postgres):
+    entry = api.schedule("alice", callback_url=receiver.url())
+    task_id = api.add_task(entry["id"])
+    receiver.stop()
+    notifier = notifiers()
+    notifier.start()
+    queue(api, notifier, entry["id"], task_id)
+    wait_for(in_state(api, entry["id"], task_id, "pending", attempts=1))
+    outages = OutageRecord(api.settings.home)
+
+    postgres.halt()
+    try:
+        outage = wait_for(outages.current, 30, "the outage recorded by the notifier")
+        receiver.start()  # nothing can be read: nothing is sent yet
+    finally:
+        postgres.resume()
+    assert outage.error, outage  # the driver's reason
+    shown = wait_for(in_state(api, entry["id"], task_id, "delivered"), 30)
+    assert len(receiver.requests) == 1
+    assert receiver.requests[0].headers["Authorization"] == f"Token {api.tokens['alice']}"
+    assert shown["attempts"] >= 2
+    wait_for(lambda: outages.current() is None, 30, "the outage record removed")
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"])
+def test_a_notification_delivered_as_the_database_goes_down_is_not_sent_again(
+    api, notifiers, receiver, postgres
+):
+    entry = api.schedule("alice", callback_url=receiver.url())
+    task_id = api.add_task(entry["id"])
+    receiver.answering.clear()
+    notifier = notifiers()
+    notifier.timeout = 120.0  # the answer waits for the database to stop
+    notifier.start()
+    outages = OutageRecord(api.settings.home)
+    try:
+        queue(api, notifier, entry["id"], task_id)
+        wait_for(lambda: receiver.requests, 30, "the notification received")
+        postgres.halt()
+        try:
+            receiver.answering.set()  # accepted while its delivery cannot be recorded
+            wait_for(outages.current, 30, "the outage recorded by the notifier")
+        finally:
+            postgres.resume()
+    finally:
+        receiver.answering.set()
+    shown = wait_for(in_state(api, entry["id"], task_id, "delivered"), 30)
+    assert shown["attempts"] == 1
+    assert len(receiver.requests) == 1
+    wait_for(lambda: outages.current() is None, 30, "the outage record removed")
+
+
 # --- the stored credential ---------------------------------------------------------------
 
 
@@ -414,6 +564,7 @@ def test_oauth_sensors_store_no_token(database_url, tmp_path, api_config):
         oauth_token_url="https://auth.example/token",
         oauth_client_id="sensor",
         oauth_client_secret="secret",
+        callback_hosts=HostList.parse("manager.example"),
     )
     try:
         entry = api.schedule("alice", callback_url="https://manager.example/cb")
@@ -453,11 +604,22 @@ def test_the_scheduler_queues_a_notification_with_the_result(api, receiver, tmp_
                     )
                 ).all()
             )
-        scheduler._record(
-            ids[succeeded], "acquire_iq", RunResult(recordings=[]), None, tmp_path / "none"
-        )
+
+        def finished(task_id: int, detail: str | None) -> Finished:
+            return Finished(
+                result_id=ids[task_id],
+                schedule_id=entry["id"],
+                task_id=task_id,
+                action="acquire_iq",
+                folder=str(tmp_path / "none"),
+                finished=utc_now(),
+                started=None,
+                detail=detail,
+            )
+
+        scheduler._record(finished(succeeded, None))
         assert scheduler.notifier._wakeup.is_set()  # woken by the commit
-        scheduler._record(ids[failed], "acquire_iq", RunError("it broke"), None, tmp_path / "none")
+        scheduler._record(finished(failed, "it broke"))
         with api.database.sessions() as db:
             rows = db.scalars(select(Notification).order_by(Notification.id)).all()
         assert [(row.state, row.attempts, row.url) for row in rows] == [
@@ -506,6 +668,10 @@ def test_callback_settings_from_the_environment(tmp_path):
     assert (chosen.callback_verify, chosen.callback_retries) == (bundle, 3)
     assert chosen.oauth_client_secret == "hunter2" and "hunter2" not in repr(chosen)
     assert Settings.from_env(home | {"SCOS_CALLBACK_VERIFY": "False"}).callback_verify is False
+    assert default.callback_hosts == HostList()
+    listed = Settings.from_env(home | {"SCOS_CALLBACK_HOSTS": "Receiver.Example., 10.1.0.0/16"})
+    assert listed.callback_hosts.lists("receiver.example")
+    assert listed.callback_hosts.lists("10.1.2.3") and not listed.callback_hosts.lists("10.2.0.1")
 
 
 @pytest.mark.parametrize(
@@ -528,6 +694,7 @@ def test_callback_settings_from_the_environment(tmp_path):
         ({"SCOS_CALLBACK_VERIFY": "/no/such/bundle.pem"}, "SCOS_CALLBACK_VERIFY"),
         ({"SCOS_CALLBACK_RETRIES": "many"}, "SCOS_CALLBACK_RETRIES"),
         ({"SCOS_CALLBACK_RETRIES": "0"}, "SCOS_CALLBACK_RETRIES"),
+        ({"SCOS_CALLBACK_HOSTS": "https://receiver.example"}, "SCOS_CALLBACK_HOSTS"),
     ],
 )
 def test_bad_callback_settings_name_the_variable(tmp_path, environment, variable):

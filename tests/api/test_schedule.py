@@ -22,10 +22,15 @@ import pytest
 from sqlalchemy import select
 
 from grscos.scheduler.wake import WakeListener
+from grscos.settings import HostList
 from grscos.storage.models import ScheduleEntry, utc_now
 from tests.api.conftest import Api, _fresh_database, make_api
 
 SCHEDULE = "/api/v1/schedule"
+# Listed in SCOS_CALLBACK_HOSTS by this module's apps: example.com is not resolved
+# then (the tests need no DNS), and 2001:db8::/32 may be written in a URL.
+CALLBACK_HOSTS = HostList.parse("example.com 2001:db8::/32")
+UNLISTED = "; not allowed unless listed in SCOS_CALLBACK_HOSTS"
 MAX_SECONDS = 100 * 365 * 86400
 UTC_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 TIME_FIELDS = ("start", "stop", "next_task_time", "created", "modified")
@@ -194,7 +199,7 @@ def module_api(request, tmp_path_factory, migrated_templates, api_config, label:
     """An app for the module on the backend ``request.param``, disposed at its end."""
     home = tmp_path_factory.mktemp(f"{label}-{request.param}")
     url = _fresh_database(request.param, home, request, migrated_templates)
-    sensor = make_api(home, url, api_config)
+    sensor = make_api(home, url, api_config, callback_hosts=CALLBACK_HOSTS)
     request.addfinalizer(sensor.database.dispose)
     return sensor
 
@@ -365,6 +370,28 @@ FIELD_CASES = [
         id="callback-port-text",
     ),
     pytest.param({"callback_url": 80}, "callback_url", "type string", id="callback-number"),
+    # Where a callback may go (scheduler/outbound.py); this app lists CALLBACK_HOSTS.
+    *(
+        pytest.param({"callback_url": url}, "callback_url", reason, id=f"callback-{name}")
+        for name, url, reason in [
+            ("loopback", "http://127.0.0.1:8000/cb", f"127.0.0.1 is a loopback address{UNLISTED}"),
+            ("loopback-v6", "http://[::1]:8000/cb", f"::1 is a loopback address{UNLISTED}"),
+            ("localhost", "http://localhost:8000/cb", f"a loopback address{UNLISTED}"),
+            ("metadata", "http://169.254.169.254/latest", "169.254.169.254 is a link-local"),
+            ("private", "https://10.0.0.1/cb", f"10.0.0.1 is a private address{UNLISTED}"),
+            ("private-192", "https://192.168.1.20/cb", "192.168.1.20 is a private address"),
+            ("unique-local", "https://[fd00::1]/cb", "fd00::1 is a unique-local address"),
+            ("unspecified", "http://0.0.0.0:8000/cb", "0.0.0.0 is an unspecified address"),
+            ("userinfo", "https://user:secret@example.com/cb", "must not hold a user name"),
+            ("bad-ipv6", "http://[::1/x", "is not a valid URL"),
+            ("bad-brackets", "http://[zz]/x", "is not a valid URL"),
+            (
+                "no-dns",
+                "http://no-such-host.invalid/cb",
+                "host no-such-host.invalid does not resolve",
+            ),
+        ]
+    ),
     pytest.param(
         {"callback_url": "http://example.com/" + "c" * 1982},
         "callback_url",
@@ -708,7 +735,7 @@ def test_all_times_are_utc_with_z(api):
         pytest.param({"schedule_id": "i" * 200}, id="id-max"),
         pytest.param({"schedule_id": "0"}, id="id-one-digit"),
         pytest.param({"callback_url": "https://example.com:8443/results?x=1"}, id="callback"),
-        pytest.param({"callback_url": "http://[::1]:8000/cb"}, id="callback-ipv6"),
+        pytest.param({"callback_url": "http://[2001:db8::1]:8000/cb"}, id="callback-ipv6"),
         pytest.param({"is_private": True, "is_active": True}, id="booleans"),
     ],
 )

@@ -36,6 +36,7 @@ from sqlalchemy import select
 
 from grscos.scheduler import pool
 from grscos.scheduler import scheduler as scheduler_module
+from grscos.scheduler.backoff import Backoff
 from grscos.scheduler.scheduler import Scheduler
 from grscos.storage.models import SchedulerState, utc_now
 from tests.api.callback_receiver import Receiver
@@ -600,7 +601,7 @@ def test_a_callback_server_down_then_back_gets_the_notification_without_delaying
     receiver.start()
     receiver.stop()  # down: its port refuses connections
     sensor = in_thread()
-    sensor.scheduler.notifier.backoff_base = sensor.scheduler.notifier.backoff_cap = 0.3
+    sensor.scheduler.notifier.backoff = Backoff(0.3, 0.3)
     notified = api.schedule(name="notified", callback_url=receiver.url(), priority=0)
     following = api.schedule(name="following", priority=1)
 
