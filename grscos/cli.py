@@ -24,6 +24,7 @@ from .config import Config
 from .measurement import ChainSettings
 from .scheduler.scheduler import Scheduler
 from .settings import SETTINGS_FILE_ENV, Settings, example_file
+from .storage import check as db_check
 from .storage import users
 from .storage.database import Database
 from .storage.health import DiskUsage, count_by, health
@@ -172,6 +173,8 @@ def _scheduler(arguments: argparse.Namespace) -> int:
 
 def _db(arguments: argparse.Namespace) -> int:
     settings = _settings()
+    if arguments.db_command == "check":
+        return _check_database(arguments, settings)
     database = Database(settings.database_url, settings.data_dir)
     try:
         before, after = database.upgrade()
@@ -182,6 +185,39 @@ def _db(arguments: argparse.Namespace) -> int:
     else:
         print(f"database {database.engine.url!r} upgraded from {before or 'empty'} to {after}")
     return 0
+
+
+def _check_database(arguments: argparse.Namespace, settings: Settings) -> int:
+    """Print what the check finds, repair as asked, and what is left; 0 when nothing
+    is, 1 when something is. /status shows the outcome from now on."""
+    database = _open_migrated(settings)
+    try:
+        inspection = db_check.inspect(database, thorough=True)
+        found = inspection.findings()
+        for finding in found:
+            print(f"problem: {finding}")
+        repairs = {
+            "register_orphans": arguments.register_orphans,
+            "remove_orphans": arguments.remove_orphans,
+            "forget_missing": arguments.forget_missing,
+        }
+        if found and any(repairs.values()):
+            for done in db_check.repair(database, inspection, **repairs):
+                print(f"repaired: {done}")
+            inspection = db_check.inspect(database, thorough=True)
+            for finding in inspection.findings():
+                print(f"left: {finding}")
+        db_check.store(database, inspection)
+    finally:
+        database.dispose()
+    left = len(inspection.findings())
+    if not found:
+        print(f"database check: no problem in {database.engine.url!r} and {settings.data_dir}")
+    elif left == len(found):
+        print(f"database check: {left} problem(s)")
+    else:
+        print(f"database check: {len(found)} problem(s), {left} left after the repairs")
+    return 1 if left else 0
 
 
 def _open_migrated(settings: Settings) -> Database:
@@ -480,6 +516,30 @@ def build_parser() -> argparse.ArgumentParser:
         "upgrade",
         help="create or migrate the database to the latest schema (the services do "
         "this at start-up too)",
+    )
+    check_help = (
+        "check the database's integrity and that it agrees with the data directory (files "
+        "no acquisition owns, acquisitions whose data file is missing, schedule entries whose "
+        "next task id is behind their task folders), "
+        "and repair as asked; /status shows the outcome; exit status 0 when no problem is "
+        "left, 1 when one is, 2 on an error"
+    )
+    inspecting = database_commands.add_parser("check", help=check_help, description=check_help)
+    inspecting.add_argument(
+        "--register-orphans",
+        action="store_true",
+        help="record the recordings no acquisition owns as a successful task of their "
+        "schedule entry again, when it still exists",
+    )
+    inspecting.add_argument(
+        "--remove-orphans",
+        action="store_true",
+        help="delete the files no acquisition owns (after --register-orphans: those left)",
+    )
+    inspecting.add_argument(
+        "--forget-missing",
+        action="store_true",
+        help="delete the acquisitions whose data file is missing",
     )
     database.set_defaults(handler=_db)
 

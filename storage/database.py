@@ -167,7 +167,7 @@ class Database:
                     pass
                 except OSError as error:
                     logger.error("cannot remove %s of a deleted acquisition: %s", path, error)
-            _remove_empty_parents(data.parent, self.data_dir)
+            remove_empty_parents(data.parent, self.data_dir)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -191,7 +191,7 @@ def _forget_doomed_files(session: Session, transaction) -> None:
         session.info.pop(_DOOMED, None)
 
 
-def _remove_empty_parents(directory: Path, root: Path) -> None:
+def remove_empty_parents(directory: Path, root: Path) -> None:
     """Remove the task's now empty folders, never ``root`` itself."""
     while directory != root and root in directory.parents:
         try:

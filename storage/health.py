@@ -13,6 +13,16 @@ from sqlalchemy.orm import Session
 from .models import SCHEDULER_DEAD_AFTER_SECONDS, SchedulerState, utc_now
 
 SCHEDULER_STATES = ("idle", "running", "dead")
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def format_bytes(count: float) -> str:
+    """``count`` bytes in binary units with one decimal, as df -h counts: 41.3 GiB."""
+    power = 0
+    while abs(count) >= 1024 and power < len(_UNITS) - 1:
+        count /= 1024
+        power += 1
+    return f"{count:.0f} B" if power == 0 else f"{count:.1f} {_UNITS[power]}"
 
 
 @dataclass(frozen=True)
@@ -93,8 +103,8 @@ def scheduler_state(db: Session) -> tuple[str, SchedulerState | None]:
 
 
 def health(db: Session, disk: DiskUsage) -> Health:
-    """The scheduler's liveness, the tasks failed in a row, the signal analyzer and the
-    disk, each problem as one sentence."""
+    """The scheduler's liveness, the tasks failed in a row, the signal analyzer, the
+    last database check (``check.py``) and the disk, each problem as one sentence."""
     scheduler, state = scheduler_state(db)
     problems = []
     if state is None:
@@ -107,6 +117,8 @@ def health(db: Session, disk: DiskUsage) -> Health:
             )
         if state.sigan_error:
             problems.append(state.sigan_error)
+        if state.check_summary:
+            problems.append(state.check_summary)
     if disk.percent >= disk.max_percent:
         problems.append(f"disk usage {disk.percent}% is at or above {disk.max_percent}%")
     return Health(scheduler, state, disk, problems)

@@ -257,6 +257,9 @@ class SchedulerState(Base):
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_failure: Mapped[str | None] = mapped_column(Text)
     sigan_error: Mapped[str | None] = mapped_column(Text)
+    # What the last consistency check of the database and the data directory found
+    # (``storage/check.py``), in brief; None when it found nothing.
+    check_summary: Mapped[str | None] = mapped_column(Text)
 
 
 class MetricCounter(Base):

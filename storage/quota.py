@@ -1,37 +1,56 @@
 """The disk quota: keep the data directory's filesystem below ``MAX_DISK_USAGE``
-percent by deleting the oldest acquisitions, whatever their schedule entry."""
+percent by deleting the oldest acquisitions, whatever their schedule entry.
+
+Deleting can free only what the sensor's acquisitions hold. When other files fill
+the disk so that deleting every recording would still leave it above the limit,
+nothing is deleted: the result says how much of the disk is not the sensor's, and
+the scheduler fails its task with that instead of losing the data for nothing.
+"""
 
 import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from . import metrics
 from .database import Database
-from .health import DiskUsage
+from .health import DiskUsage, format_bytes
 from .models import Acquisition
 
 logger = logging.getLogger(__name__)
 
 BATCH = 100  # oldest acquisitions considered per transaction
+NOTHING_DELETED = "deleting them all could not bring it below the limit, so none were deleted"
+FREED_LESS = "deleting the oldest recordings freed less than their recorded sizes"
 
 
 @dataclass(frozen=True)
 class QuotaResult:
     percent: float  # of the filesystem in use afterwards
     deleted: int  # acquisitions deleted
-    within: bool  # below the quota afterwards
+    problem: str | None  # why the filesystem is still above the quota; None: within it
+
+    @property
+    def within(self) -> bool:
+        """Below the quota afterwards."""
+        return self.problem is None
 
 
 def enforce(
     database: Database, max_percent: float, usage: Callable = shutil.disk_usage
 ) -> QuotaResult:
     """Delete the oldest acquisitions (their files go at each commit), as few as make
-    the data filesystem fall below ``max_percent``, or all when that is not enough."""
+    the data filesystem fall below ``max_percent``; none when deleting them all could
+    not (the result's ``problem`` says why)."""
     deleted = 0
     disk = DiskUsage.measure(database.data_dir, max_percent, usage)
+    if disk.excess_bytes <= 0:
+        return QuotaResult(disk.percent, 0, None)
+    stored = stored_bytes(database)
+    if stored < disk.excess_bytes:
+        return QuotaResult(disk.percent, 0, _problem(disk, stored, NOTHING_DELETED))
     while disk.excess_bytes > 0:
         freed = batch = 0
         with database.session() as db:
@@ -57,4 +76,24 @@ def enforce(
             disk.percent,
             max_percent,
         )
-    return QuotaResult(disk.percent, deleted, disk.excess_bytes <= 0)
+    if disk.excess_bytes <= 0:
+        return QuotaResult(disk.percent, deleted, None)
+    # The recorded sizes promised more than deleting freed (files already gone).
+    return QuotaResult(disk.percent, deleted, _problem(disk, stored_bytes(database), FREED_LESS))
+
+
+def stored_bytes(database: Database) -> int:
+    """What deleting every acquisition can free: the sizes of their data files."""
+    with database.sessions() as db:
+        return db.scalar(select(func.coalesce(func.sum(Acquisition.data_size), 0)))
+
+
+def _problem(disk: DiskUsage, stored: int, outcome: str) -> str:
+    """One line: how full, the limit, how much of it is not the sensor's data, and
+    what the quota did."""
+    return (
+        f"the data filesystem is {disk.percent:.1f}% full, above MAX_DISK_USAGE "
+        f"{disk.max_percent:g}%, and {format_bytes(max(disk.used_bytes - stored, 0))} of its "
+        f"{format_bytes(disk.usable_bytes)} is not the sensor's data (its recordings hold "
+        f"{format_bytes(stored)}): {outcome}"
+    )

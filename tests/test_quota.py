@@ -7,6 +7,7 @@ deleting files really lowers it.
 """
 
 import datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from sqlalchemy import select
 
 from grscos.storage import quota
 from grscos.storage.database import Database
+from grscos.storage.health import DiskUsage
 from grscos.storage.models import Acquisition, ScheduleEntry, TaskResult, User, utc_now
+from tests.mounts import tmpfs
 
 MIB = 1 << 20
 
@@ -95,13 +98,68 @@ def test_below_the_quota_nothing_is_deleted(database):
     assert all(path.exists() for path in paths)
 
 
-def test_when_deleting_everything_is_not_enough_it_says_so(database):
-    paths = add_recordings(database, "all", 2, utc_now())
-    # Something else fills 9 of 10 MiB: even with no recordings left, 90 % is used.
-    disk = SmallDisk(database.data_dir, total=10 * MIB, other=9 * MIB)
+def test_when_deleting_everything_is_not_enough_nothing_is_deleted(database):
+    paths = add_recordings(database, "kept", 2, utc_now())
+    # Something else fills 7 of 10 MiB: with the 2 MiB of recordings, 90 % is used, and
+    # even with no recording left 70 % would be, above the quota of 50 %.
+    disk = SmallDisk(database.data_dir, total=10 * MIB, other=7 * MIB)
     result = quota.enforce(database, 50.0, disk)
-    assert not result.within and result.deleted == 2 and result.percent == pytest.approx(90.0)
-    assert not any(path.exists() for path in paths)
+    assert (result.within, result.deleted, result.percent) == (False, 0, pytest.approx(90.0))
+    assert result.problem == (
+        "the data filesystem is 90.0% full, above MAX_DISK_USAGE 50%, and 7.0 MiB of its "
+        "10.0 MiB is not the sensor's data (its recordings hold 2.0 MiB): deleting them all "
+        "could not bring it below the limit, so none were deleted"
+    )
+    assert all(path.exists() for path in paths)
+    with database.session() as db:
+        assert len(db.scalars(select(Acquisition)).all()) == 2
+
+
+def test_when_deleting_frees_less_than_recorded_it_says_so(database):
+    """Acquisitions whose files are already gone free nothing: the quota, which their
+    recorded sizes promised room, deletes them one after the other and then reports
+    that the disk is still full."""
+    paths = add_recordings(database, "lost", 3, utc_now())
+    for path in paths:
+        path.unlink()
+    disk = SmallDisk(database.data_dir, total=10 * MIB, other=6 * MIB)
+    result = quota.enforce(database, 50.0, disk)
+    assert (result.within, result.deleted) == (False, 3)
+    assert result.problem.startswith("the data filesystem is 60.0% full, above MAX_DISK_USAGE 50%")
+    assert result.problem.endswith(
+        "deleting the oldest recordings freed less than their recorded sizes"
+    )
+
+
+@pytest.fixture
+def small_filesystem(tmp_path) -> Iterator[Path]:
+    """A real 16 MiB filesystem (tmpfs), unmounted afterwards."""
+    with tmpfs(tmp_path / "small", "16m") as mount_point:
+        yield mount_point
+
+
+def test_on_a_real_filesystem_filled_by_others_the_recordings_are_kept(tmp_path, small_filesystem):
+    database = Database(f"sqlite:///{tmp_path / 'scos.sqlite3'}", small_filesystem)
+    database.upgrade()
+    try:
+        paths = add_recordings(database, "kept", 2, utc_now())
+        small_filesystem.joinpath("not-the-sensors").write_bytes(bytes(12 * MIB))
+        result = quota.enforce(database, 50.0)
+        disk = DiskUsage.measure(small_filesystem, 50.0)
+        assert (result.within, result.deleted, result.percent) == (False, 0, disk.percent)
+        assert result.problem.startswith(
+            f"the data filesystem is {disk.percent:.1f}% full, above MAX_DISK_USAGE 50%, and "
+            "12.0 MiB of its 16.0 MiB is not the sensor's data (its recordings hold 2.0 MiB)"
+        )
+        assert all(path.exists() for path in paths)
+        # Once the others' files go, deleting recordings helps again: the oldest goes.
+        small_filesystem.joinpath("not-the-sensors").unlink()
+        small_filesystem.joinpath("others").write_bytes(bytes(6 * MIB))
+        result = quota.enforce(database, 50.0)
+        assert (result.within, result.deleted, result.problem) == (True, 1, None)
+        assert [path.exists() for path in paths] == [False, True]
+    finally:
+        database.dispose()
 
 
 def test_the_scheduler_fails_a_task_it_cannot_make_room_for(tmp_path, monkeypatch):
@@ -137,7 +195,11 @@ def test_the_scheduler_fails_a_task_it_cannot_make_room_for(tmp_path, monkeypatc
         with scheduler.database.session() as db:
             result = db.scalar(select(TaskResult))
             assert (result.task_id, result.status) == (1, "fail")
-            assert "above MAX_DISK_USAGE 50%" in result.detail
+            assert result.detail == (
+                "not run: the data filesystem is 90.0% full, above MAX_DISK_USAGE 50%, and "
+                "9.0 MiB of its 10.0 MiB is not the sensor's data (its recordings hold 0 B): "
+                "deleting them all could not bring it below the limit, so none were deleted"
+            )
             assert not result.acquisitions
     finally:
         scheduler.close()

@@ -8,15 +8,12 @@ with real runners, against the real PostgreSQL of the test session. Every check
 waits for the state it asserts.
 """
 
-import contextlib
 import datetime
 import json
 import os
 import signal
 import sqlite3
-import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +33,7 @@ from tests.api.test_scheduler import (
     wait_running,
 )
 from tests.deploy.conftest import start_sensor
+from tests.mounts import remount, tmpfs
 from tests.processes import alive
 from tests.test_acquire import OWNER_FLOWGRAPH, write_config
 from tests.waiting import wait_for
@@ -54,24 +52,6 @@ def api_config(tmp_path_factory) -> Path:
     return write_config(
         tmp_path_factory.mktemp("unattended-config"), UNATTENDED_ACTIONS, OWNER_FLOWGRAPH
     )
-
-
-@contextlib.contextmanager
-def tmpfs(directory: Path, size: str = "64m") -> Iterator[Path]:
-    """``directory`` as a filesystem of its own, which the test can make read-only
-    (the tests run as root, as the services' tests do)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], check=True
-    )
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "--lazy", str(directory)], check=True)
-
-
-def remount(directory: Path, mode: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{mode}", str(directory)], check=True)
 
 
 def outage_file(home: Path) -> Path:

@@ -1,0 +1,23 @@
+"""The last consistency check's findings (``gr-scos db check``), for /status.
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("scheduler_state", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("check_summary", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("scheduler_state", schema=None) as batch_op:
+        batch_op.drop_column("check_summary")
