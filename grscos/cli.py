@@ -22,7 +22,7 @@ from .acquire import Catalog, RunError, acquire, recording_name
 from .actions import parameters
 from .config import Config
 from .measurement import ChainSettings
-from .scheduler.scheduler import Scheduler
+from .scheduler.scheduler import Scheduler, SchedulerBusyError
 from .settings import SETTINGS_FILE_ENV, Settings, example_file
 from .storage import check as db_check
 from .storage import users
@@ -35,6 +35,7 @@ from .storage.models import (
     User,
     format_utc,
 )
+from .storage.outage import OutageRecord, describe, unreachable
 
 logger = logging.getLogger("grscos")
 SERVICES = ("run", "scheduler")  # commands that log at SCOS_LOG_LEVEL
@@ -254,7 +255,7 @@ def _status_facts(settings: Settings, database: Database) -> dict:
     config = settings.config()
     disk = DiskUsage.measure(_measured_dir(settings.data_dir), settings.max_disk_usage)
     with database.sessions() as db:
-        current = health(db, disk)
+        current = health(db, disk, OutageRecord(settings.home).current())
         alive = current.state
         entries = count_by(db, ScheduleEntry.is_active)
         following = db.execute(
@@ -355,11 +356,19 @@ def _status_lines(facts: dict) -> list[str]:
 
 def _status(arguments: argparse.Namespace) -> int:
     settings = _settings()
-    database = _open_migrated(settings)
     try:
-        facts = _status_facts(settings, database)
-    finally:
-        database.dispose()
+        database = _open_migrated(settings)
+        try:
+            facts = _status_facts(settings, database)
+        finally:
+            database.dispose()
+    except SQLAlchemyError as error:
+        if not unreachable(error):
+            raise
+        # Since when, as the sensor's processes recorded it, with what we see now.
+        outage = OutageRecord(settings.home).current()
+        since = f" since {format_utc(outage.since)}" if outage else ""
+        raise ValueError(f"the database is unreachable{since}: {describe(error)}") from None
     if arguments.json:
         print(json.dumps(facts, indent=2))
     else:
@@ -606,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         RunError,
         SQLAlchemyError,
         service.ServiceError,
+        SchedulerBusyError,
     ) as error:
         reason = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
         print(f"gr-scos {arguments.command}: error: {reason}", file=sys.stderr)

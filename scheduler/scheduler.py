@@ -57,7 +57,7 @@ from sqlalchemy import select, update
 from ..acquire import Catalog, check_recorded, flowgraph_request
 from ..logs import task_context
 from ..settings import Settings
-from ..storage import metrics, quota
+from ..storage import check, metrics, quota
 from ..storage.database import Database
 from ..storage.models import (
     SCHEDULER_HEARTBEAT_SECONDS,
@@ -102,6 +102,12 @@ MAX_UNEXPECTED_ERRORS = 10
 # never written over: its id is skipped, at most this many in a row.
 MAX_SKIPPED_TASK_IDS = 1000
 LOCK_FILE = "scheduler.lock"
+# How often the database and the data directory are checked against each other
+# (storage/check.py, as `gr-scos db check` does), at start-up and then while idle, when
+# the next task is at least CHECK_ROOM away (a check takes a fraction of a second for
+# 10,000 recordings).
+CHECK_INTERVAL_SECONDS = 6 * 3600.0
+CHECK_ROOM = datetime.timedelta(seconds=2)
 
 
 class SchedulerBusyError(RuntimeError):
@@ -223,6 +229,7 @@ class Scheduler:
         self._serving = False  # the runners and threads are started
         self._state = ""
         self._beaten = float("-inf")
+        self._next_check = float("-inf")
         self._builds: collections.deque[float] = collections.deque(maxlen=BUILDS_REMEMBERED)
         self.consecutive_failures = 0
         self.exit_status = 0
@@ -246,6 +253,7 @@ class Scheduler:
         sigan_error = self._probe_sigan()
         if not self._retry_database(lambda: self._open(sigan_error)):
             return  # stopped while waiting for the database
+        self._check_storage()
         self.runners.fill()
         self.notifier.start()
         if self.associator is not None:
@@ -465,11 +473,27 @@ class Scheduler:
             self.run_task(due.schedule_id)
             return
         self._beat("idle")
+        if self.clock.monotonic() >= self._next_check and (
+            due is None or due.time - self.lead - self.clock.now() >= CHECK_ROOM
+        ):
+            self._check_storage()
         wait = SCHEDULER_HEARTBEAT_SECONDS
         if due is not None:
             # Measured after the heartbeat's write, so that it does not make us late.
             wait = min(wait, (due.time - self.lead - self.clock.now()).total_seconds())
         self.clock.sleep(self.wake, wait)
+
+    def _check_storage(self) -> None:
+        """Check the database against the data directory; /status shows what it
+        finds. A check that fails is logged and tried again next time: it must never
+        hold up the schedule."""
+        self._next_check = self.clock.monotonic() + CHECK_INTERVAL_SECONDS
+        try:
+            check.record(self.database)
+        except Exception as error:
+            if unreachable(error):
+                raise
+            logger.exception("the check of the database and the data directory failed")
 
     def next_due(self) -> Due | None:
         """The task to run next: of those due now the lowest priority number (then

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .models import SCHEDULER_DEAD_AFTER_SECONDS, SchedulerState, utc_now
+from .outage import Outage
 
 SCHEDULER_STATES = ("idle", "running", "dead")
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
@@ -102,11 +103,13 @@ def scheduler_state(db: Session) -> tuple[str, SchedulerState | None]:
     return state.state, state
 
 
-def health(db: Session, disk: DiskUsage) -> Health:
+def health(db: Session, disk: DiskUsage, outage: Outage | None = None) -> Health:
     """The scheduler's liveness, the tasks failed in a row, the signal analyzer, the
-    last database check (``check.py``) and the disk, each problem as one sentence."""
+    last database check (``check.py``) and the disk, each problem as one sentence;
+    first a database outage some process of the sensor has recorded (``outage.py``:
+    the scheduler may be unable to write while a reader still can)."""
     scheduler, state = scheduler_state(db)
-    problems = []
+    problems = [] if outage is None else [outage.problem()]
     if state is None:
         problems.append("the scheduler is not running")
     else:

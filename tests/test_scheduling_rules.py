@@ -305,3 +305,30 @@ def test_a_journaled_result_is_recorded_at_the_next_start(tmp_path, clock):
         assert restarted.journal.pending() == []
     finally:
         restarted.close()
+
+
+def test_the_data_directory_is_checked_at_start_up_and_then_while_idle(
+    tmp_path, clock, monkeypatch
+):
+    """A recording no acquisition owns (a lost database write) becomes a /status
+    problem at the next check, without anyone running `gr-scos db check`."""
+    monkeypatch.setattr(scheduler_module, "CHECK_INTERVAL_SECONDS", 60.0)
+    orphan = tmp_path / "data" / "lost-entry" / "7"
+    orphan.mkdir(parents=True)
+    (orphan / "r.sigmf-data").write_bytes(bytes(8))
+    scheduler = make_scheduler(tmp_path, clock)
+    try:
+
+        def summary_now() -> str | None:
+            with scheduler.database.sessions() as db:
+                return db.scalar(select(SchedulerState.check_summary))
+
+        assert "lost-entry/7" in summary_now()  # found at start-up
+        (orphan / "r.sigmf-data").unlink()
+        orphan.rmdir()
+        run_until(scheduler, clock.at(30))
+        assert "lost-entry/7" in summary_now()  # not checked again yet
+        run_until(scheduler, clock.at(70))
+        assert summary_now() is None
+    finally:
+        scheduler.close()

@@ -59,7 +59,7 @@ status_model = ns.model(
 def sensor_health() -> Health:
     sensor = sensor_app()
     disk = DiskUsage.measure(sensor.database.data_dir, sensor.settings.max_disk_usage)
-    return health(session(), disk)
+    return health(session(), disk, sensor.availability.record.current())
 
 
 @ns.route("", endpoint="status")

@@ -668,6 +668,20 @@ def test_missed_times_collapse_into_one_task(api, in_thread, caplog):
 # --- the scheduler as a process: stopped, killed, restarted ------------------------------
 
 
+def test_a_second_scheduler_on_the_same_home_exits_2_naming_the_first(api, as_process):
+    first = as_process()
+    second = subprocess.run(
+        [str(GR_SCOS), "scheduler"], env=first.env, capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 2, second
+    assert second.stderr.strip() == (
+        f"gr-scos scheduler: error: another scheduler (pid {first.pid}) runs the sensor in "
+        f"{api.settings.home}"
+    )
+    assert first.process.poll() is None
+    assert first.heartbeat_pid() == first.pid
+
+
 def test_sigterm_stops_the_running_task_and_the_scheduler(api, as_process):
     scheduler = as_process()
     endless = api.schedule(name="endless", action="endless_iq")

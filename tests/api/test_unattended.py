@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import threading
 from pathlib import Path
 
@@ -22,11 +23,14 @@ import requests
 from grscos.scheduler.journal import Journal
 from grscos.scheduler.scheduler import Scheduler
 from grscos.storage.database import Database
+from grscos.storage.models import format_utc
 from grscos.storage.outage import OUTAGE_FILE
 from tests.api import test_scheduler
 from tests.api.test_scheduler import (
     FINISHED,
+    GR_SCOS,
     TEST_ACTIONS,
+    health,
     results,
     scheduler_status,
     wait_for_results,
@@ -159,6 +163,14 @@ def test_a_task_that_ends_while_postgresql_is_down_is_recorded_when_it_is_back(
         since = datetime.datetime.fromisoformat(outage["since"])
         assert since <= datetime.datetime.now(datetime.UTC)
         assert sensor.thread.is_alive()
+        # What an operator on the sensor sees.
+        shown = subprocess.run(
+            [str(GR_SCOS), "status"], env=environment(api), capture_output=True, text=True
+        )
+        assert shown.returncode == 2, shown
+        assert shown.stderr.startswith(
+            f"gr-scos status: error: the database is unreachable since {format_utc(since)}: "
+        ), shown.stderr
     finally:
         postgres.resume()
     (task,) = wait_for_results(api, entry["id"], 1, timeout=60)
@@ -191,6 +203,16 @@ def test_a_stop_while_postgresql_is_down_keeps_the_result_for_the_next_start(
     assert not journal.pending()
 
 
+def environment(api) -> dict[str, str]:
+    """The environment of a ``gr-scos`` command on the sensor of ``api``."""
+    return os.environ | {
+        "SCOS_HOME": str(api.settings.home),
+        "SCOS_DATABASE_URL": api.settings.database_url,
+        "SCOS_DATA_DIR": str(api.settings.data_dir),
+        "SCOS_CONFIG": str(api.settings.config_dir),
+    }
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text()
@@ -220,6 +242,13 @@ def test_sqlite_locked_past_the_busy_timeout_delays_the_result_and_loses_nothing
         try:
             outage = json.loads(wait_for(lambda: _read(outage_file(api.settings.home)), 30))
             assert "locked" in outage["error"], outage
+            # The API still reads (WAL): /status says the scheduler cannot write.
+            healthy, problems = health(api)
+            assert not healthy
+            assert any(
+                p.startswith("the database is unreachable since ") and "locked" in p
+                for p in problems
+            ), problems
             assert [t["status"] for t in results(api, entry["id"])] == ["in-progress"]
             assert thread.is_alive()
         finally:
