@@ -557,14 +557,19 @@ class Scheduler:
             )
             if entry.next_task_time is None:
                 entry.is_active = False
+            # Added by the entry's id, not to entry.task_results: that would load every
+            # earlier result of the entry (and their notifications, by a statement with
+            # one placeholder per result, each new text cached by the driver), so the
+            # scheduler's memory and work grew with every task.
             result = TaskResult(
+                schedule_entry_id=entry.id,
                 task_id=task_id,
                 scheduled=latest,
                 started=max(now, latest),  # until the runner says when it did
                 status="in-progress",
                 detail="",
             )
-            entry.task_results.append(result)
+            db.add(result)
             db.flush()
             return Task(
                 result.id,
