@@ -17,6 +17,10 @@ from .supervisor import RunnerProcess
 logger = logging.getLogger(__name__)
 
 SPARE_RUNNERS = 2
+# How long a runner that has finished its task may take to exit (GNU Radio's teardown
+# on a loaded machine can take seconds) before it is killed; it is waited for in the
+# background, so waiting costs nothing.
+REAP_GRACE_SECONDS = 15.0
 
 
 class RunnerPool:
@@ -47,7 +51,9 @@ class RunnerPool:
     def release(self, runner: RunnerProcess) -> None:
         """End ``runner`` in the background (one that finished its task exits by
         itself), without holding up the caller."""
-        threading.Thread(target=runner.close, name="reap-runner", daemon=True).start()
+        threading.Thread(
+            target=runner.close, args=(REAP_GRACE_SECONDS,), name="reap-runner", daemon=True
+        ).start()
 
     def close(self) -> None:
         while self.spares:

@@ -275,18 +275,18 @@ class RunnerProcess:
             return f"the runner process ended with {status}: {tail[-1]}"
         return f"the runner process ended with {status} and no message"
 
-    def close(self) -> None:
+    def close(self, grace: float = STOP_GRACE) -> None:
         """End the runner: one that has finished its task exits by itself; an idle
-        one is told to stop; either is killed after ``STOP_GRACE`` seconds."""
+        one is told to stop; either is killed after ``grace`` seconds."""
         if self.process.poll() is None:
             try:
                 self.socket.send(protocol.encode("stop", reason="closed"), zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
             try:
-                self.process.wait(STOP_GRACE)
+                self.process.wait(grace)
             except subprocess.TimeoutExpired:
-                logger.warning("runner %d did not exit; killing it", self.pid)
+                logger.warning("runner %d did not exit within %g s; killing it", self.pid, grace)
                 self.kill()
         self.socket.close()
         self.context.term()
