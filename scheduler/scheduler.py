@@ -331,12 +331,9 @@ class Scheduler:
     def _survive(self, error: Exception, errors: int) -> bool:
         """After a step of the loop raised: wait, and say whether to go on."""
         if unreachable(error):
-            self.outage.failed(error)
-            delay = DATABASE_RETRY.delay(errors)
-            logger.warning(
-                "the database is unreachable (%s); retrying in %g s", describe(error), delay
-            )
-        elif errors >= MAX_UNEXPECTED_ERRORS:
+            self._wait_for_database(error, errors)
+            return True
+        if errors >= MAX_UNEXPECTED_ERRORS:
             logger.critical(
                 "%d unexpected errors in a row (the last below); the scheduler exits with "
                 "status %d",
@@ -346,21 +343,25 @@ class Scheduler:
             )
             self.exit_status = TOO_MANY_FAILURES_STATUS
             return False
-        else:
-            delay = ERROR_RETRY.delay(errors)
-            logger.error(
-                "unexpected error in the scheduler's loop; it goes on in %g s",
-                delay,
-                exc_info=error,
-            )
+        delay = ERROR_RETRY.delay(errors)
+        logger.error(
+            "unexpected error in the scheduler's loop; it goes on in %g s", delay, exc_info=error
+        )
         self.clock.sleep(self.wake, delay)
         return True
 
+    def _wait_for_database(self, error: Exception, attempt: int) -> None:
+        """Record the outage and wait before attempt number ``attempt`` + 1."""
+        self.outage.failed(error)
+        delay = DATABASE_RETRY.delay(attempt)
+        logger.warning("the database is unreachable (%s); retrying in %g s", describe(error), delay)
+        self.clock.sleep(self.wake, delay)
+
     def _retry_database(self, work: Callable[[], None]) -> bool:
         """``work()``, retried with a backoff while the database is unreachable; False
-        if the scheduler was stopped before it could be done."""
+        if the scheduler is stopping and it still is. Other errors propagate."""
         attempt = 0
-        while not self.stopping.is_set():
+        while True:
             try:
                 work()
                 return True
@@ -368,13 +369,10 @@ class Scheduler:
                 if not unreachable(error):
                     raise
                 attempt += 1
-                self.outage.failed(error)
-                delay = DATABASE_RETRY.delay(attempt)
-                logger.warning(
-                    "the database is unreachable (%s); retrying in %g s", describe(error), delay
-                )
-                self.clock.sleep(self.wake, delay)
-        return False
+                if self.stopping.is_set():
+                    self.outage.failed(error)
+                    return False
+                self._wait_for_database(error, attempt)
 
     def _probe_sigan(self) -> str | None:
         """The signal analyzer's problem at start-up, or None; the scheduler runs on
@@ -413,9 +411,8 @@ class Scheduler:
         except Exception as error:  # its heartbeat stops anyway: /status says dead
             logger.warning("cannot remove the scheduler's row: %s", describe(error))
         self.database.dispose()
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        self._lock.close()
+        self._lock = None
         logger.info("scheduler stopped")
 
     def _recover(self) -> None:
@@ -710,32 +707,17 @@ class Scheduler:
         unreachable. If the scheduler stops meanwhile, the journal keeps it for the
         next start."""
         self.journal.write(finished)
-        attempt = 0
-        while True:
-            try:
-                self._record(finished)
-                break
-            except Exception as error:
-                if not unreachable(error):
-                    logger.exception("cannot record the task's result")
-                    self._record_failure(finished, error)
-                    break
-                attempt += 1
-                self.outage.failed(error)
-                if self.stopping.is_set():
-                    logger.warning(
-                        "stopping with the database unreachable: the task's result stays in "
-                        "the journal %s, to be recorded at the next start",
-                        self.journal.directory,
-                    )
-                    return
-                delay = DATABASE_RETRY.delay(attempt)
+        try:
+            if not self._retry_database(lambda: self._record(finished)):
                 logger.warning(
-                    "the database is unreachable (%s): recording the task's result again in %g s",
-                    describe(error),
-                    delay,
+                    "stopping with the database unreachable: the task's result stays in the "
+                    "journal %s, to be recorded at the next start",
+                    self.journal.directory,
                 )
-                self.clock.sleep(self.wake, delay)
+                return
+        except Exception as error:
+            logger.exception("cannot record the task's result")
+            self._record_failure(finished, error)
         self.journal.remove(finished)
 
     def _record_failure(self, finished: Finished, error: Exception) -> None:
