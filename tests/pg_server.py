@@ -264,21 +264,7 @@ class PostgresServer:
         """Start the server that :meth:`halt` stopped, on the same port."""
         if self._running or self.port is None:
             raise RuntimeError("the PostgreSQL server was not halted")
-        self._run(
-            [
-                "pg_ctl",
-                "start",
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.log_file),
-                "-o",
-                f"-p {self.port}",
-                "-w",
-                "-t",
-                str(START_TIMEOUT_S),
-            ]
-        )
+        self._pg_ctl_start(check=True)
         self._running = True
 
     def restart(self) -> None:
@@ -395,26 +381,30 @@ class PostgresServer:
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write(f"\n# gr-scos test server (tests/pg_server.py)\n{lines}")
 
+    def _pg_ctl_start(self, check: bool) -> subprocess.CompletedProcess[str]:
+        """``pg_ctl start`` on ``self.port``, waiting until the server accepts connections."""
+        return self._run(
+            [
+                "pg_ctl",
+                "start",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                f"-p {self.port}",
+                "-w",
+                "-t",
+                str(START_TIMEOUT_S),
+            ],
+            check=check,
+        )
+
     def _start_server(self) -> None:
         for attempt in range(1, START_ATTEMPTS + 1):
             self.port = free_port()
             log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
-            result = self._run(
-                [
-                    "pg_ctl",
-                    "start",
-                    "-D",
-                    str(self.data_dir),
-                    "-l",
-                    str(self.log_file),
-                    "-o",
-                    f"-p {self.port}",
-                    "-w",
-                    "-t",
-                    str(START_TIMEOUT_S),
-                ],
-                check=False,
-            )
+            result = self._pg_ctl_start(check=False)
             if result.returncode == 0:
                 self._running = True
                 atexit.register(self.stop)  # a test session that dies leaves no server
