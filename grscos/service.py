@@ -15,6 +15,11 @@ once they see their master gone (gunicorn checks every second, then lets request
 flight finish for at most its graceful timeout); runner processes end themselves when
 their scheduler is gone (``scheduler/runner.py``).
 
+The scheduler gives up after ``SCOS_MAX_CONSECUTIVE_FAILURES`` failed tasks in a row,
+as ``gr-scos scheduler`` does for systemd to restart it: here a new scheduler starts in
+this process, after 5 s (doubled while they keep giving up, at most 5 min), and the API
+stays up meanwhile.
+
 The API may crash without the schedule stopping: when gunicorn exits while the sensor
 runs, it is started again on the same socket (clients' connections wait in its backlog
 meanwhile) after a pause of 1 s, doubled for each exit in the last minute (1, 2, 4, 8 s).
@@ -42,7 +47,8 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select
 
-from .scheduler.scheduler import Scheduler, SchedulerBusyError
+from .scheduler.backoff import Backoff
+from .scheduler.scheduler import TOO_MANY_FAILURES_STATUS, Scheduler, SchedulerBusyError
 from .settings import Settings
 from .storage import users
 from .storage.database import Database
@@ -61,6 +67,10 @@ PROBE_PAUSE_SECONDS = 0.1
 FIRST_RESTART_DELAY = 1.0
 RESTART_WINDOW_SECONDS = 60.0
 RESTARTS_PER_WINDOW = 4
+# A scheduler that gives up (SCOS_MAX_CONSECUTIVE_FAILURES) is replaced after this long,
+# doubled while its successors give up too.
+SCHEDULER_RESTART_DELAY = 5.0
+SCHEDULER_RESTART_CAP = 300.0
 
 _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -301,22 +311,60 @@ class ApiServer:
         return FIRST_RESTART_DELAY * 2 ** (len(self._exits) - 1)
 
 
+class _Schedulers:
+    """The sensor's scheduler, replaced by a new one (in this process, the API staying
+    up) each time it gives up with ``TOO_MANY_FAILURES_STATUS``, as systemd restarts
+    ``gr-scos scheduler``: after SCHEDULER_RESTART_DELAY seconds, doubled while it keeps
+    giving up, at most SCHEDULER_RESTART_CAP."""
+
+    def __init__(self, settings: Settings, device: str | None):
+        self.settings, self.device = settings, device
+        self.stopping = threading.Event()
+        self.current = Scheduler(settings, device)
+        self.backoff = Backoff(SCHEDULER_RESTART_DELAY, SCHEDULER_RESTART_CAP)
+
+    def shutdown(self) -> None:
+        """Stop for good (a signal, the API given up). Safe in a signal handler."""
+        self.stopping.set()
+        self.current.shutdown()
+
+    def serve(self) -> int:
+        """Serve with the current scheduler (started already), and its successors;
+        the last one's exit status."""
+        restarts = 0
+        while True:
+            status = self.current.serve_forever()
+            if self.stopping.is_set():
+                return 0  # asked to stop, whatever the scheduler was about to do
+            if status != TOO_MANY_FAILURES_STATUS:
+                return status
+            restarts += 1
+            delay = self.backoff.delay(restarts)
+            logger.error("the scheduler gave up; a new one starts in %g s", delay)
+            if self.stopping.wait(delay):
+                return 0
+            self.current = Scheduler(self.settings, self.device)
+            if self.stopping.is_set():  # a signal between the wait and the assignment
+                return 0
+
+
 def run_sensor(settings: Settings, host: str, port: int, device: str | None = None) -> int:
     """Run the sensor until SIGINT or SIGTERM; 0 after a clean stop, 1 if the API kept
-    dying, the scheduler's status if it gave up after too many failures in a row.
-    ServiceError if it cannot start (the port is taken, the API does not come up)."""
+    dying. ServiceError if it cannot start (the port is taken, the API does not come
+    up, another sensor runs on ``SCOS_HOME``)."""
     listener = listen(host, port)
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
-        scheduler = Scheduler(settings, device)
+        schedulers = _Schedulers(settings, device)
+        scheduler = schedulers.current
         environment = os.environ | {
             "SCOS_HOME": str(settings.home),
             "SCOS_DATABASE_URL": settings.database_url,
             "SCOS_DATA_DIR": str(settings.data_dir),
         }
-        api = ApiServer(listener, environment, on_give_up=scheduler.shutdown)
+        api = ApiServer(listener, environment, on_give_up=schedulers.shutdown)
         for number in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(number, lambda *_: scheduler.shutdown())
+            signal.signal(number, lambda *_: schedulers.shutdown())
         try:
             api.start()  # gunicorn boots while the scheduler starts
             try:
@@ -335,7 +383,7 @@ def run_sensor(settings: Settings, host: str, port: int, device: str | None = No
                 print("created the user admin; its API token (shown once):")
                 print(token)
             sys.stdout.flush()
-            status = scheduler.serve_forever()
+            status = schedulers.serve()
         finally:
             api.stop()
     finally:

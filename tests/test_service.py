@@ -65,7 +65,7 @@ class Sensor:
     """``gr-scos run --port port`` with its state in ``home``, in a session of its own;
     what it prints goes to ``<name>.out`` and ``<name>.err`` beside ``home``."""
 
-    def __init__(self, home: Path, port: int, name: str):
+    def __init__(self, home: Path, port: int, name: str, **environment: str):
         self.home = home
         self.out = home.parent / f"{name}.out"
         self.err = home.parent / f"{name}.err"
@@ -79,7 +79,8 @@ class Sensor:
                     "SCOS_HOME": str(home),
                     "SCOS_CONFIG": str(config),
                     "SCOS_API_WORKERS": str(WORKERS),
-                },
+                }
+                | environment,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -160,11 +161,12 @@ class Sensor:
 
 @pytest.fixture
 def sensors(tmp_path) -> Iterator[Callable[[int], Sensor]]:
-    """Start ``gr-scos run`` on a port, all with the same home; ended after the test."""
+    """Start ``gr-scos run`` on a port (with more settings in the environment), all with
+    the same home; ended after the test."""
     started: list[Sensor] = []
 
-    def start(port: int) -> Sensor:
-        sensor = Sensor(tmp_path / "home", port, f"sensor-{len(started)}")
+    def start(port: int, **environment: str) -> Sensor:
+        sensor = Sensor(tmp_path / "home", port, f"sensor-{len(started)}", **environment)
         started.append(sensor)
         return sensor
 
@@ -317,3 +319,38 @@ def test_an_api_that_keeps_dying_stops_the_sensor(sensors):
         "stopping the sensor"
     ) in sensor.errors()
     wait_for(lambda: not sensor.left(), 30, lambda: f"the sensor's processes {sensor.left()} gone")
+
+
+def test_a_scheduler_that_gives_up_is_replaced_while_the_api_stays_up(sensors, tmp_path):
+    """Tasks fail in a row (the signal analyzer's recording is gone) until the scheduler
+    gives up (SCOS_MAX_CONSECUTIVE_FAILURES): under ``gr-scos run`` a new scheduler
+    starts in the same process, as systemd would restart ``gr-scos scheduler``, and the
+    API answers throughout."""
+    absent = tmp_path / "absent.sigmf-meta"
+    sensor = sensors(free_port(), SCOS_MAX_CONSECUTIVE_FAILURES="2", SCOS_SIGAN=f"replay:{absent}")
+    token = sensor.admin_token()
+    call(
+        f"{sensor.api}/schedule", token, {"name": "failing", "action": "acquire_iq", "interval": 1}
+    )
+    wait_for(
+        lambda: "the scheduler gave up; a new one starts in 5 s" in sensor.errors(),
+        START_TIMEOUT,
+        lambda: f"the scheduler replaced: {sensor.errors()}",
+    )
+    first_failures = len(sensor.wait_tasks(token, "failing", "fail", 30))
+    # The new scheduler runs the schedule on: more tasks fail, with higher ids.
+    failed = wait_for(
+        lambda: (
+            (done := sensor.wait_tasks(token, "failing", "fail", 30))
+            and len(done) > first_failures
+            and done
+        ),
+        START_TIMEOUT,
+        "a task of the new scheduler",
+    )
+    assert [task["task_id"] for task in failed] == list(range(1, len(failed) + 1))
+    assert all("no such SigMF recording" in task["detail"] for task in failed), failed
+    assert call(f"{sensor.api}/status", token)["healthy"] is False
+    assert sensor.process.poll() is None, sensor.errors()
+    sensor.process.send_signal(signal.SIGTERM)
+    assert sensor.process.wait(30) == 0, sensor.errors()
