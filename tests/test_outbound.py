@@ -187,4 +187,4 @@ def test_the_backoff_doubles_up_to_its_cap_and_never_overflows():
     assert Backoff(0.1, 0.4).delay(3) == pytest.approx(0.4)
     # One backoff for all of outgoing HTTP.
     assert Associator.backoff == Notifier.backoff == backoff
-    assert Notifier.outage_backoff == DATABASE_RETRY == Backoff(1.0, 30.0)
+    assert Notifier.outage_backoff == DATABASE_RETRY == Backoff(1.0, 5.0)
