@@ -10,10 +10,12 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .models import SCHEDULER_DEAD_AFTER_SECONDS, SchedulerState, utc_now
+from .models import SCHEDULER_DEAD_AFTER_SECONDS, Acquisition, SchedulerState, utc_now
 from .outage import Outage
 
 SCHEDULER_STATES = ("idle", "running", "dead")
+# What the quota does when deleting the sensor's recordings could not make room.
+NOTHING_DELETED = "deleting them all could not bring it below the limit, so none were deleted"
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
@@ -56,6 +58,16 @@ class DiskUsage:
         total, used, free = usage(data_dir)
         return cls(total, used, free, max_percent)
 
+    def above_limit(self, stored_bytes: int, outcome: str) -> str:
+        """One line: how full, the limit, how much of the disk is not the sensor's data
+        (``stored_bytes`` is what its recordings hold), and what the quota did."""
+        others = format_bytes(max(self.used_bytes - stored_bytes, 0))
+        return (
+            f"the data filesystem is {self.percent:.1f}% full, above MAX_DISK_USAGE "
+            f"{self.max_percent:g}%, and {others} of its {format_bytes(self.usable_bytes)} is "
+            f"not the sensor's data (its recordings hold {format_bytes(stored_bytes)}): {outcome}"
+        )
+
     def as_dict(self) -> dict:
         return {
             "total_bytes": self.total_bytes,
@@ -85,6 +97,11 @@ class Health:
     def sigan_error(self) -> str | None:
         """The signal analyzer's problem; None also when the scheduler is not running."""
         return self.state.sigan_error if self.state else None
+
+
+def stored_bytes(db: Session) -> int:
+    """What deleting every acquisition can free: the sizes of their data files."""
+    return db.scalar(select(func.coalesce(func.sum(Acquisition.data_size), 0)))
 
 
 def count_by(db: Session, column) -> dict:
@@ -122,6 +139,8 @@ def health(db: Session, disk: DiskUsage, outage: Outage | None = None) -> Health
             problems.append(state.sigan_error)
         if state.check_summary:
             problems.append(state.check_summary)
-    if disk.percent >= disk.max_percent:
-        problems.append(f"disk usage {disk.percent}% is at or above {disk.max_percent}%")
+    # A disk at the limit is the quota's steady state; above it, a problem only when
+    # deleting the sensor's recordings could not help (other files fill it).
+    if disk.excess_bytes > 0 and (stored := stored_bytes(db)) < disk.excess_bytes:
+        problems.append(disk.above_limit(stored, NOTHING_DELETED))
     return Health(scheduler, state, disk, problems)

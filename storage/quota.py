@@ -12,17 +12,16 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from . import metrics
 from .database import Database
-from .health import DiskUsage, format_bytes
+from .health import NOTHING_DELETED, DiskUsage, stored_bytes
 from .models import Acquisition
 
 logger = logging.getLogger(__name__)
 
 BATCH = 100  # oldest acquisitions considered per transaction
-NOTHING_DELETED = "deleting them all could not bring it below the limit, so none were deleted"
 FREED_LESS = "deleting the oldest recordings freed less than their recorded sizes"
 
 
@@ -48,9 +47,9 @@ def enforce(
     disk = DiskUsage.measure(database.data_dir, max_percent, usage)
     if disk.excess_bytes <= 0:
         return QuotaResult(disk.percent, 0, None)
-    stored = stored_bytes(database)
+    stored = _stored(database)
     if stored < disk.excess_bytes:
-        return QuotaResult(disk.percent, 0, _problem(disk, stored, NOTHING_DELETED))
+        return QuotaResult(disk.percent, 0, disk.above_limit(stored, NOTHING_DELETED))
     while disk.excess_bytes > 0:
         freed = batch = 0
         with database.session() as db:
@@ -79,21 +78,9 @@ def enforce(
     if disk.excess_bytes <= 0:
         return QuotaResult(disk.percent, deleted, None)
     # The recorded sizes promised more than deleting freed (files already gone).
-    return QuotaResult(disk.percent, deleted, _problem(disk, stored_bytes(database), FREED_LESS))
+    return QuotaResult(disk.percent, deleted, disk.above_limit(_stored(database), FREED_LESS))
 
 
-def stored_bytes(database: Database) -> int:
-    """What deleting every acquisition can free: the sizes of their data files."""
+def _stored(database: Database) -> int:
     with database.sessions() as db:
-        return db.scalar(select(func.coalesce(func.sum(Acquisition.data_size), 0)))
-
-
-def _problem(disk: DiskUsage, stored: int, outcome: str) -> str:
-    """One line: how full, the limit, how much of it is not the sensor's data, and
-    what the quota did."""
-    return (
-        f"the data filesystem is {disk.percent:.1f}% full, above MAX_DISK_USAGE "
-        f"{disk.max_percent:g}%, and {format_bytes(max(disk.used_bytes - stored, 0))} of its "
-        f"{format_bytes(disk.usable_bytes)} is not the sensor's data (its recordings hold "
-        f"{format_bytes(stored)}): {outcome}"
-    )
+        return stored_bytes(db)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import sigmf
 from sigmf import sigmffile
+from sqlalchemy import select
 
 from grscos.config import Config
 from grscos.storage.models import ScheduleEntry, SchedulerState, TaskResult, utc_now
@@ -824,12 +825,13 @@ def test_status_healthy_when_scheduler_alive_and_disk_under_limit(api):
     assert status["healthy"] is True
     assert status["problems"] == []
 
-    # over the limit: unhealthy, the disk named
+    # over the limit with files that are not the sensor's: unhealthy, saying so
     sensor.settings = dataclasses.replace(sensor.settings, max_disk_usage=0.001)
     status = status_of(api)
     assert status["healthy"] is False
-    assert len(status["problems"]) == 1
-    assert "disk" in status["problems"][0]
+    (problem,) = status["problems"]
+    assert problem.startswith("the data filesystem is ")
+    assert "above MAX_DISK_USAGE 0.001%" in problem and "not the sensor's data" in problem
     assert status["disk_usage"]["max_percent"] == 0.001
 
     # and both problems at once
@@ -837,6 +839,29 @@ def test_status_healthy_when_scheduler_alive_and_disk_under_limit(api):
     status = status_of(api)
     assert status["healthy"] is False
     assert len(status["problems"]) == 2
+
+
+def test_a_disk_over_the_limit_that_the_quota_can_bring_back_is_healthy(api, recordings):
+    """Kept at MAX_DISK_USAGE by the quota is a sensor's steady state: the disk is a
+    problem only when deleting the sensor's recordings could not make room."""
+    sensor = api.app.extensions["scos"]
+    set_scheduler(api, "idle")
+    entry = api.schedule(name="stored")
+    task_id = api.add_task(entry["id"], recordings["acquire_iq"])
+    used = status_of(api)["disk_usage"]["percent"]
+    # One percent below the current use: the recording would have to free that much.
+    sensor.settings = dataclasses.replace(sensor.settings, max_disk_usage=used - 1)
+    assert status_of(api)["healthy"] is False
+    with api.database.session() as db:
+        result = db.scalar(
+            select(TaskResult).where(
+                TaskResult.schedule_entry_id == entry["id"], TaskResult.task_id == task_id
+            )
+        )
+        # As if the recording held the whole disk: deleting it would make room.
+        result.acquisitions[0].data_size = shutil.disk_usage(api.settings.data_dir).total
+    status = status_of(api)
+    assert (status["healthy"], status["problems"]) == (True, [])
 
 
 # -- /capabilities and the root -------------------------------------------------------
