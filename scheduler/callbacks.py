@@ -17,9 +17,10 @@ restart; the thread sleeps until the earliest next attempt.
 
 The database may be unreachable for a while (a restart, a failover): the thread
 records the outage (``storage/outage.py``, shown by ``/status``), waits (1 s, 2 s,
-... at most 5 s: ``DATABASE_RETRY``) and tries again. An attempt made just before the database went
-away is kept in memory and recorded once it is back, so a delivered notification is
-not sent again (unless the process ends before: delivery is at least once).
+... at most 5 s: ``DATABASE_RETRY``) and tries again. An attempt made just before
+the database went away is kept in memory and recorded once it is back, so a
+delivered notification is not sent again (unless the process ends before: delivery
+is at least once).
 
 Credentials (``outbound.py`` says where each may go): ``Authorization: Token
 <token>``, the token that set the entry's callback_url, kept encrypted
