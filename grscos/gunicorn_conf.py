@@ -12,6 +12,7 @@ whole worker process, and the API's own work is short database queries.
 
 import multiprocessing
 
+from grscos import lifeline
 from grscos.settings import Settings
 
 # The same settings as the rest of the sensor (environment, then settings file).
@@ -34,3 +35,8 @@ loglevel = _settings.log_level.lower()
 # gunicorn's control socket defaults to one path per user ($HOME/.gunicorn), which two
 # sensors (or a sensor and a test run) would share and delete under each other.
 control_socket_disable = True
+
+
+def on_starting(_server) -> None:
+    """Started by ``gr-scos run``: end with it, even when it is SIGKILLed."""
+    lifeline.hold_if_asked()

@@ -32,7 +32,6 @@ then the API.
 """
 
 import collections
-import ctypes
 import errno
 import ipaddress
 import logging
@@ -47,6 +46,7 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select
 
+from .lifeline import LIFELINE_ENV
 from .scheduler.backoff import Backoff
 from .scheduler.scheduler import TOO_MANY_FAILURES_STATUS, Scheduler, SchedulerBusyError
 from .settings import Settings
@@ -71,9 +71,6 @@ RESTARTS_PER_WINDOW = 4
 # doubled while its successors give up too.
 SCHEDULER_RESTART_DELAY = 5.0
 SCHEDULER_RESTART_CAP = 300.0
-
-_PR_SET_PDEATHSIG = 1
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 class ServiceError(RuntimeError):
@@ -125,20 +122,6 @@ def listen(host: str, port: int) -> socket.socket:
             ) from None
         raise ServiceError(f"cannot listen on {where}: {error.strerror}") from None
     return listener
-
-
-def _killed_with_this_process() -> Callable[[], None]:
-    """A ``preexec_fn`` that has the kernel SIGKILL the child when the thread that
-    starts it ends: the thread must live as long as the child."""
-    parent = os.getpid()
-
-    def arrange() -> None:
-        if _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
-        if os.getppid() != parent:  # this process died before the prctl
-            os._exit(1)
-
-    return arrange
 
 
 class ApiServer:
@@ -258,7 +241,8 @@ class ApiServer:
                 f"fd://{fd}",
                 "grscos.webapi.wsgi:app",
             ],
-            env=self.environment,
+            # gunicorn's master dies with this process (lifeline.py).
+            env=self.environment | {LIFELINE_ENV: str(os.getpid())},
             pass_fds=(fd,),
             # Its access log goes with the other logs, so that this process's standard
             # output holds the banner and the admin token alone.
@@ -266,7 +250,6 @@ class ApiServer:
             # Signals from the terminal (Ctrl-C) reach this process only, which stops
             # gunicorn itself: an API ended by them would look crashed and be restarted.
             process_group=0,
-            preexec_fn=_killed_with_this_process(),
         )
         return self._process
 
