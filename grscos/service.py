@@ -269,19 +269,25 @@ class ApiServer:
         """One request to the API: True once it is answered (any status: only our
         gunicorn can answer on our socket), False if its connection ends unanswered.
         The connection waits in the socket's backlog until gunicorn accepts it,
-        meanwhile gunicorn is watched."""
+        meanwhile gunicorn is watched. The answer is read to its end (gunicorn closes
+        the connection), by when gunicorn has logged the request: the banner that
+        follows is not cut by that line."""
+        answer = b""
         try:
             with socket.create_connection(self._probe_address, timeout=PROBE_SECONDS) as probe:
                 probe.sendall(self._probe_request)
                 probe.settimeout(PROBE_PAUSE_SECONDS)
                 while process.poll() is None and not self._stopping.is_set():
                     try:
-                        return probe.recv(64).startswith(b"HTTP/")
+                        chunk = probe.recv(4096)
                     except TimeoutError:
                         continue
+                    if not chunk:
+                        break
+                    answer += chunk
         except OSError:
             pass
-        return False
+        return answer.startswith(b"HTTP/")
 
     def _restart_delay(self) -> float | None:
         """Seconds to wait before the next start after an exit now; None to give up."""
